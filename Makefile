@@ -1,0 +1,26 @@
+# Both targets install what they need: the virtual environment, the Python
+# packages and, when run as root, the Debian packages for sshd, PostgreSQL
+# and Chromium.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo system-packages clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+system-packages:
+	@./scripts/install-system-packages
+
+test: system-packages $(STAMP)
+	$(BIN)/pytest -n 2 --dist loadgroup
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,1 @@
+"""Host inventory and the files each host needs to trust sshca."""

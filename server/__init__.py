@@ -1,0 +1,1 @@
+"""The sshca service: JSON API, web pages, request lifecycle, policy and audit log."""

@@ -1,0 +1,3 @@
+from sshca.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""Fixtures for the live_server test harness."""
