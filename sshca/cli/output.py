@@ -205,10 +205,11 @@ def ssh_commands(key_path: Path, cert_path: Path, login: str, hosts: list[str]) 
     ``-i`` plus ``CertificateFile`` work with ``IdentitiesOnly yes`` setups.
     A group grant has no single host name, so its line says which group.
     """
-    base = (
-        f"ssh -i {shlex.quote(str(key_path))} "
-        f"-o CertificateFile={shlex.quote(str(cert_path))}"
-    )
+    cert_option = f"CertificateFile={cert_path}"
+    if any(character.isspace() for character in str(cert_path)):
+        # ssh splits -o values at white space unless the value is in double quotes.
+        cert_option = f'CertificateFile="{cert_path}"'
+    base = f"ssh -i {shlex.quote(str(key_path))} -o {shlex.quote(cert_option)}"
     commands = []
     for target in hosts:
         if target.startswith("group:"):
