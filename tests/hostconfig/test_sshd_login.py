@@ -1,0 +1,169 @@
+"""Real sshd hosts configured only by `hostconfig render` and `install`, real ssh logins.
+
+Three hosts: db1 and db2 in group prod-db, web1 in group web. Every host
+lists login root; db1 also lists nobody. A certificate opens a login on a
+host only when its principals match that host's rendered principals file.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.hostconfig.conftest import (
+    SshdHost, free_port, make_identity, run_cli, sign, start_sshd, write_ca_keys,
+    write_main_config,
+)
+
+pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+
+INVENTORY = """\
+[[hosts]]
+name = "db1"
+groups = ["prod-db"]
+logins = ["root", "nobody"]
+
+[[hosts]]
+name = "db2"
+groups = ["prod-db"]
+logins = ["root"]
+
+[[hosts]]
+name = "web1"
+groups = ["web"]
+logins = ["root"]
+"""
+
+PERMISSION_DENIED = "Permission denied (publickey)"
+
+
+@pytest.fixture(scope="module")
+def hosts(module_secure_dir, ca_key, tmp_path_factory):
+    work = tmp_path_factory.mktemp("hostconfig-login")
+    inventory = work / "inventory.toml"
+    inventory.write_text(INVENTORY, encoding="utf-8")
+    ca_keys = write_ca_keys(work / "ca.pub", ca_key)
+
+    started = {}
+    try:
+        for name in ("db1", "db2", "web1"):
+            root = module_secure_dir / name
+            host = SshdHost(name=name, root=root, port=free_port())
+            write_main_config(root, host.port)
+
+            out = work / "out" / name
+            rendered = run_cli("render", name, "--inventory", inventory, "--ca-keys", ca_keys,
+                               "--server", "http://127.0.0.1:9", "--prefix", root, "--out", out)
+            assert rendered.exit_code == 0, rendered.output
+            installed = run_cli("install", out, "--sshd-config", host.config)
+            assert installed.exit_code == 0, installed.output
+
+            start_sshd(host)
+            started[name] = host
+        yield started
+    finally:
+        for host in started.values():
+            host.stop()
+
+
+@pytest.fixture(scope="module")
+def identities(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("hostconfig-keys")
+    return directory
+
+
+def test_approved_login_on_approved_host(hosts, ca_key, identities):
+    identity = make_identity(identities, "db1-root")
+    sign(ca_key, identity, ["root@db1"], serial=101)
+
+    result = hosts["db1"].ssh(identity, "root", "echo logged-in")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "logged-in"
+
+
+def test_login_logs_key_id_and_serial(hosts, ca_key, identities):
+    identity = make_identity(identities, "db1-root-log")
+    sign(ca_key, identity, ["root@db1"], serial=102)
+
+    result = hosts["db1"].ssh(identity, "root")
+
+    assert result.returncode == 0, result.stderr
+    log = hosts["db1"].log.read_text()
+    assert 'Accepted certificate ID "user=tester request=102 serial=102" (serial 102)' in log
+
+
+def test_other_login_same_host_refused(hosts, ca_key, identities):
+    identity = make_identity(identities, "db1-root-as-nobody")
+    sign(ca_key, identity, ["root@db1"], serial=103)
+
+    result = hosts["db1"].ssh(identity, "nobody")
+
+    assert result.returncode == 255
+    assert PERMISSION_DENIED in result.stderr
+
+
+def test_other_host_refused(hosts, ca_key, identities):
+    identity = make_identity(identities, "db1-root-on-db2")
+    sign(ca_key, identity, ["root@db1"], serial=104)
+
+    result = hosts["db2"].ssh(identity, "root")
+
+    assert result.returncode == 255
+    assert PERMISSION_DENIED in result.stderr
+
+
+def test_group_grant_opens_every_group_host(hosts, ca_key, identities):
+    identity = make_identity(identities, "prod-db-root")
+    sign(ca_key, identity, ["root@group:prod-db"], serial=105)
+
+    for name in ("db1", "db2"):
+        result = hosts[name].ssh(identity, "root", "echo logged-in")
+
+        assert result.returncode == 0, f"{name}: {result.stderr}"
+        assert result.stdout.strip() == "logged-in"
+
+
+def test_host_outside_group_refused(hosts, ca_key, identities):
+    identity = make_identity(identities, "prod-db-root-on-web1")
+    sign(ca_key, identity, ["root@group:prod-db"], serial=106)
+
+    result = hosts["web1"].ssh(identity, "root")
+
+    assert result.returncode == 255
+    assert PERMISSION_DENIED in result.stderr
+
+
+def test_login_not_in_inventory_refused(hosts, ca_key, identities):
+    # db2 lists only root, so no principals file exists for nobody there.
+    identity = make_identity(identities, "db2-nobody")
+    sign(ca_key, identity, ["nobody@db2", "nobody@group:prod-db"], serial=107)
+
+    result = hosts["db2"].ssh(identity, "nobody")
+
+    assert result.returncode == 255
+    assert PERMISSION_DENIED in result.stderr
+
+
+def test_listed_other_login_authenticates(hosts, ca_key, identities):
+    # nobody is listed for db1, so its certificate authenticates; its shell
+    # (nologin) then ends the session, which ssh reports as status 1, not 255.
+    identity = make_identity(identities, "db1-nobody")
+    sign(ca_key, identity, ["nobody@db1"], serial=108)
+
+    result = hosts["db1"].ssh(identity, "nobody")
+
+    assert result.returncode != 255, result.stderr
+    assert PERMISSION_DENIED not in result.stderr
+
+
+def test_certificate_from_other_ca_refused(hosts, identities):
+    from ca.keys import CAKey, generate_ca_key
+
+    other_ca = CAKey.from_private_key(generate_ca_key("ed25519"))
+    identity = make_identity(identities, "db1-root-other-ca")
+    sign(other_ca, identity, ["root@db1"], serial=109)
+
+    result = hosts["db1"].ssh(identity, "root")
+
+    assert result.returncode == 255
+    assert PERMISSION_DENIED in result.stderr
