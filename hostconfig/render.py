@@ -29,18 +29,23 @@ from datetime import timedelta
 from importlib import resources
 from pathlib import Path, PurePosixPath
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca import krl, principals
 from ca.errors import CAError
-from ca.keys import fingerprint
+from ca.keys import ca_key_type, fingerprint
 from hostconfig.inventory import Host, Inventory
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = 1
 DROPIN = "sshd_config.d/50-sshca.conf"
 SCRIPT_NAME = "sshca-krl-sync"
+
+# The OpenSSH names of the key types ca.keys can hold as a CA key.
+CA_KEY_TYPES = ("ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
+                "ecdsa-sha2-nistp521", "ssh-rsa")
 
 # sshd_config splits arguments on white space and expands %-tokens in
 # AuthorizedPrincipalsFile, and the script puts paths into shell words, so a
@@ -161,12 +166,21 @@ def parse_ca_keys(text: str, source: str) -> list[str]:
             continue
 
         parts = line.split(None, 2)
+        if parts[0].endswith("-cert-v01@openssh.com"):
+            raise RenderError(
+                f"{source}: line {number}: a certificate, not a CA public key; give the "
+                "CA's public key line", field="ca_keys", value=line[:80])
+        if parts[0] not in CA_KEY_TYPES:
+            raise RenderError(
+                f"{source}: line {number}: unsupported CA key type {parts[0][:40]!r}; "
+                f"use one of {', '.join(CA_KEY_TYPES)}", field="ca_keys", value=line[:80])
         try:
             key = serialization.load_ssh_public_key(" ".join(parts[:2]).encode("ascii"))
-        except (ValueError, UnicodeEncodeError, serialization.UnsupportedAlgorithm):
+            ca_key_type(key)
+        except (ValueError, UnicodeEncodeError, UnsupportedAlgorithm):
             raise RenderError(
-                f"{source}: line {number}: not an SSH public key; expected "
-                "'<type> <base64> [comment]'", field="ca_keys", value=line[:80]) from None
+                f"{source}: line {number}: not an SSH public key of a supported CA type; "
+                "expected '<type> <base64> [comment]'", field="ca_keys", value=line[:80]) from None
 
         key_fingerprint = fingerprint(key)
         if key_fingerprint in seen:
