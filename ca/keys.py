@@ -248,8 +248,8 @@ def _read_private_file(path: Path, *, what: str, max_bytes: int) -> bytes:
             value=str(path),
         ) from None
 
-    with os.fdopen(fd, "rb") as stream:
-        info = os.fstat(stream.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CAKeyError(
                 f"{what} {path} is not a regular file",
@@ -269,7 +269,10 @@ def _read_private_file(path: Path, *, what: str, max_bytes: int) -> bytes:
                 value=str(path),
             )
 
-        data = stream.read(max_bytes + 1)
+        with os.fdopen(fd, "rb", closefd=False) as stream:
+            data = stream.read(max_bytes + 1)
+    finally:
+        os.close(fd)
 
     if len(data) > max_bytes:
         raise CAKeyError(
@@ -333,7 +336,17 @@ def load_ca_key(path: str | os.PathLike[str], passphrase: bytes) -> CAKey:
             value=str(path),
         ) from None
 
-    ca_key = CAKey.from_private_key(private_key)
+    try:
+        ca_key = CAKey.from_private_key(private_key)
+    except CAKeyError:
+        raise CAKeyError(
+            f"CA key file {path} holds a key type that cannot be used; "
+            f"use one of {', '.join(KEY_TYPES)}",
+            code="unsupported_key_type",
+            field="path",
+            value=str(path),
+        ) from None
+
     if ca_key.key_type == "rsa" and private_key.key_size < MIN_CA_RSA_BITS:
         raise CAKeyError(
             f"CA key file {path} holds a {private_key.key_size}-bit RSA key; a CA key needs "
