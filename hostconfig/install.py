@@ -14,6 +14,7 @@ import fnmatch
 import json
 import os
 import shlex
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -142,6 +143,7 @@ def check_sshd_config(manifest: dict, *, root: str | Path = "/", sshd_config: st
                      f"outside {root}; run `sshd -t` on the host after it starts from the image")
         return notes
 
+    _check_principals_path(Path(manifest["principals_dir"]))
     _run_sshd(sshd, "-t", "-f", str(sshd_config))
     effective = _effective_settings(sshd, sshd_config)
     expected = _dropin_settings(Path(dropin_target).read_text(encoding="utf-8"))
@@ -181,6 +183,21 @@ def _check_include(sshd_config: Path, dropin: str, sshd_dir: str) -> None:
         f"{sshd_config} does not include {dropin}, so sshd ignores it; add the line "
         f"`Include {sshd_dir}/sshd_config.d/*.conf` near the top of {sshd_config}",
         code="dropin_not_included", field="sshd_config", value=str(sshd_config))
+
+
+def _check_principals_path(principals_dir: Path) -> None:
+    # sshd opens AuthorizedPrincipalsFile with the login's user ID, and
+    # StrictModes rejects it when the file or a parent directory is not
+    # owned by root (or the login) or is writable by group or others.
+    for directory in (principals_dir, *principals_dir.parents):
+        info = directory.stat()
+        if info.st_uid != 0 or info.st_mode & 0o022 or not info.st_mode & 0o001:
+            raise InstallError(
+                f"sshd cannot use the principals files below {directory} (owner uid "
+                f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):04o}): every directory above "
+                "them must be owned by root, not writable by group or others, and searchable "
+                f"by others; run `chown root: {directory} && chmod 755 {directory}`",
+                code="insecure_directory", field="root", value=str(directory))
 
 
 def _run_sshd(sshd: str, *args: str) -> str:

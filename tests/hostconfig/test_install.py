@@ -20,6 +20,7 @@ pytestmark = pytest.mark.sshd
 @pytest.fixture
 def rendered(tmp_path, secure_dir, ca_key):
     """Render db1 for a host tree under ``secure_dir`` and write the host's main sshd_config."""
+    secure_dir.chmod(0o755)
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(INVENTORY, encoding="utf-8")
     ca_keys = write_ca_keys(tmp_path / "ca.pub", ca_key)
@@ -29,7 +30,7 @@ def rendered(tmp_path, secure_dir, ca_key):
                      "--server", "http://127.0.0.1:9", "--prefix", secure_dir, "--out", out)
 
     assert result.exit_code == 0, result.output
-    write_main_config(secure_dir, port=2222)
+    write_main_config(secure_dir)
     return out
 
 
@@ -151,6 +152,18 @@ def test_install_detects_earlier_dropin(rendered, secure_dir):
 
     assert result.exit_code == 1
     assert "sshd uses LogLevel 'INFO'" in result.output
+
+
+def test_install_rejects_unsearchable_parent(rendered, secure_dir):
+    # sshd reads the principals file as the login, which cannot pass a 0700 directory.
+    secure_dir.chmod(0o700)
+
+    result = install(rendered, secure_dir)
+
+    assert result.exit_code == 1
+    assert f"sshd cannot use the principals files below {secure_dir} (owner uid 0, mode 0700)" \
+        in result.output
+    assert f"chmod 755 {secure_dir}" in result.output
 
 
 def test_install_reports_sshd_t_failure(rendered, secure_dir):

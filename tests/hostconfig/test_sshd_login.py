@@ -7,12 +7,12 @@ host only when its principals match that host's rendered principals file.
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
-from tests.hostconfig.conftest import (
-    SshdHost, free_port, make_identity, run_cli, sign, start_sshd, write_ca_keys,
-    write_main_config,
-)
+from tests.hostconfig.conftest import make_identity, run_cli, sign, write_ca_keys, write_main_config
+from tests.support.sshd import make_secure_dir
 
 pytestmark = [pytest.mark.sshd, pytest.mark.slow]
 
@@ -37,32 +37,41 @@ PERMISSION_DENIED = "Permission denied (publickey)"
 
 
 @pytest.fixture(scope="module")
-def hosts(module_secure_dir, ca_key, tmp_path_factory):
+def host_trees():
+    base = make_secure_dir("sshca-hostconfig-")
+    # sshd opens the principals file as the login, so every directory
+    # above it must be searchable by others, as /etc/ssh is.
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def hosts(host_trees, sshd_module_factory, ca_key, tmp_path_factory):
+    """Start one sshd per inventory host, each configured by render and install alone."""
     work = tmp_path_factory.mktemp("hostconfig-login")
     inventory = work / "inventory.toml"
     inventory.write_text(INVENTORY, encoding="utf-8")
     ca_keys = write_ca_keys(work / "ca.pub", ca_key)
 
     started = {}
-    try:
-        for name in ("db1", "db2", "web1"):
-            root = module_secure_dir / name
-            host = SshdHost(name=name, root=root, port=free_port())
-            write_main_config(root, host.port)
+    for name in ("db1", "db2", "web1"):
+        root = host_trees / name
+        config = write_main_config(root)
+        out = work / "out" / name
 
-            out = work / "out" / name
-            rendered = run_cli("render", name, "--inventory", inventory, "--ca-keys", ca_keys,
-                               "--server", "http://127.0.0.1:9", "--prefix", root, "--out", out)
-            assert rendered.exit_code == 0, rendered.output
-            installed = run_cli("install", out, "--sshd-config", host.config)
-            assert installed.exit_code == 0, installed.output
+        rendered = run_cli("render", name, "--inventory", inventory, "--ca-keys", ca_keys,
+                           "--server", "http://127.0.0.1:9", "--prefix", root, "--out", out)
+        assert rendered.exit_code == 0, rendered.output
+        installed = run_cli("install", out, "--sshd-config", config)
+        assert installed.exit_code == 0, installed.output
 
-            start_sshd(host)
-            started[name] = host
-        yield started
-    finally:
-        for host in started.values():
-            host.stop()
+        started[name] = sshd_module_factory(root, config_path=config)
+    return started
+
+
+def ssh(host, identity, login, command="true"):
+    return host.ssh(identity.key_path, identity.cert_path, command, login)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +84,7 @@ def test_approved_login_on_approved_host(hosts, ca_key, identities):
     identity = make_identity(identities, "db1-root")
     sign(ca_key, identity, ["root@db1"], serial=101)
 
-    result = hosts["db1"].ssh(identity, "root", "echo logged-in")
+    result = ssh(hosts["db1"], identity, "root", "echo logged-in")
 
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "logged-in"
@@ -85,10 +94,10 @@ def test_login_logs_key_id_and_serial(hosts, ca_key, identities):
     identity = make_identity(identities, "db1-root-log")
     sign(ca_key, identity, ["root@db1"], serial=102)
 
-    result = hosts["db1"].ssh(identity, "root")
+    result = ssh(hosts["db1"], identity, "root")
 
     assert result.returncode == 0, result.stderr
-    log = hosts["db1"].log.read_text()
+    log = hosts["db1"].log_text()
     assert 'Accepted certificate ID "user=tester request=102 serial=102" (serial 102)' in log
 
 
@@ -96,7 +105,7 @@ def test_other_login_same_host_refused(hosts, ca_key, identities):
     identity = make_identity(identities, "db1-root-as-nobody")
     sign(ca_key, identity, ["root@db1"], serial=103)
 
-    result = hosts["db1"].ssh(identity, "nobody")
+    result = ssh(hosts["db1"], identity, "nobody")
 
     assert result.returncode == 255
     assert PERMISSION_DENIED in result.stderr
@@ -106,7 +115,7 @@ def test_other_host_refused(hosts, ca_key, identities):
     identity = make_identity(identities, "db1-root-on-db2")
     sign(ca_key, identity, ["root@db1"], serial=104)
 
-    result = hosts["db2"].ssh(identity, "root")
+    result = ssh(hosts["db2"], identity, "root")
 
     assert result.returncode == 255
     assert PERMISSION_DENIED in result.stderr
@@ -117,7 +126,7 @@ def test_group_grant_opens_every_group_host(hosts, ca_key, identities):
     sign(ca_key, identity, ["root@group:prod-db"], serial=105)
 
     for name in ("db1", "db2"):
-        result = hosts[name].ssh(identity, "root", "echo logged-in")
+        result = ssh(hosts[name], identity, "root", "echo logged-in")
 
         assert result.returncode == 0, f"{name}: {result.stderr}"
         assert result.stdout.strip() == "logged-in"
@@ -127,7 +136,7 @@ def test_host_outside_group_refused(hosts, ca_key, identities):
     identity = make_identity(identities, "prod-db-root-on-web1")
     sign(ca_key, identity, ["root@group:prod-db"], serial=106)
 
-    result = hosts["web1"].ssh(identity, "root")
+    result = ssh(hosts["web1"], identity, "root")
 
     assert result.returncode == 255
     assert PERMISSION_DENIED in result.stderr
@@ -138,7 +147,7 @@ def test_login_not_in_inventory_refused(hosts, ca_key, identities):
     identity = make_identity(identities, "db2-nobody")
     sign(ca_key, identity, ["nobody@db2", "nobody@group:prod-db"], serial=107)
 
-    result = hosts["db2"].ssh(identity, "nobody")
+    result = ssh(hosts["db2"], identity, "nobody")
 
     assert result.returncode == 255
     assert PERMISSION_DENIED in result.stderr
@@ -150,7 +159,7 @@ def test_listed_other_login_authenticates(hosts, ca_key, identities):
     identity = make_identity(identities, "db1-nobody")
     sign(ca_key, identity, ["nobody@db1"], serial=108)
 
-    result = hosts["db1"].ssh(identity, "nobody")
+    result = ssh(hosts["db1"], identity, "nobody")
 
     assert result.returncode != 255, result.stderr
     assert PERMISSION_DENIED not in result.stderr
@@ -163,7 +172,7 @@ def test_certificate_from_other_ca_refused(hosts, identities):
     identity = make_identity(identities, "db1-root-other-ca")
     sign(other_ca, identity, ["root@db1"], serial=109)
 
-    result = hosts["db1"].ssh(identity, "root")
+    result = ssh(hosts["db1"], identity, "root")
 
     assert result.returncode == 255
     assert PERMISSION_DENIED in result.stderr
