@@ -1,0 +1,171 @@
+"""The hash-chained audit log.
+
+Each event's ``hash`` is SHA-256 over the previous event's hash (64 hex
+digits, ASCII) followed by the canonical JSON of the event's fields ``id``,
+``time``, ``actor``, ``action``, ``request_id``, ``serial`` and ``details``.
+Canonical JSON is sorted keys, no spaces, UTF-8; ``time`` is ISO 8601 UTC with
+microseconds (``2026-12-04T19:30:00.000000Z``), which both databases store
+exactly. The first event's previous hash is 64 zeros.
+
+Appends are serialised by locking the single ``audit_head`` row: on
+PostgreSQL with ``SELECT ... FOR UPDATE``, on SQLite by the write transaction
+(``BEGIN IMMEDIATE``) the caller already holds. Event ids are therefore
+consecutive, and verification detects an edited, deleted or reordered row, and
+a truncated tail by comparing with the head row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from server.models import AuditEvent, AuditHead
+
+GENESIS_HASH = "0" * 64
+VERIFY_BATCH = 5000
+
+audit_logger = logging.getLogger("sshca.audit")
+
+
+def canonical_json(value) -> str:
+    """Serialise ``value`` with sorted keys and no spaces, as the chain hashes it."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def format_time(value: datetime) -> str:
+    """Format an aware datetime as ISO 8601 UTC with microseconds."""
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def event_fields(event: AuditEvent) -> dict:
+    """Return the hashed fields of ``event`` as a JSON-ready dict."""
+    return {
+        "id": event.id,
+        "time": format_time(event.time),
+        "actor": event.actor,
+        "action": event.action,
+        "request_id": event.request_id,
+        "serial": event.serial,
+        "details": json.loads(event.details),
+    }
+
+
+def compute_hash(prev_hash: str, fields: dict) -> str:
+    digest = hashlib.sha256()
+    digest.update(prev_hash.encode("ascii"))
+    digest.update(canonical_json(fields).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def append_event(
+    session: Session,
+    *,
+    actor: str,
+    action: str,
+    request_id: int | None = None,
+    serial: int | None = None,
+    details: dict | None = None,
+    now: datetime | None = None,
+) -> AuditEvent:
+    """Add one event to the chain inside the caller's transaction.
+
+    The head row stays locked until the caller commits, so call this as the
+    last write of a transaction. The event is logged on ``sshca.audit`` only
+    after the commit succeeds (see :func:`emit_committed`).
+    """
+    head = session.execute(sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    now = now or datetime.now(timezone.utc)
+
+    event = AuditEvent(
+        id=head.last_id + 1,
+        time=now,
+        actor=actor,
+        action=action,
+        request_id=request_id,
+        serial=serial,
+        details=canonical_json(details or {}),
+        prev_hash=head.last_hash,
+    )
+    event.hash = compute_hash(head.last_hash, event_fields(event))
+    session.add(event)
+    head.last_id = event.id
+    head.last_hash = event.hash
+    session.info.setdefault("audit_events", []).append(event)
+    return event
+
+
+def emit_committed(session: Session) -> None:
+    """Log the events the session committed, one JSON line each, on ``sshca.audit``."""
+    events = session.info.pop("audit_events", [])
+    for event in events:
+        record = event_fields(event)
+        record["hash"] = event.hash
+        audit_logger.info(canonical_json(record), extra={"audit_event": record})
+
+
+def discard_uncommitted(session: Session) -> None:
+    """Forget events of a rolled-back transaction so they are never logged."""
+    session.info.pop("audit_events", None)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    events: int
+    head: str
+    first_bad_event: int | None = None
+    problem: str | None = None
+
+    def to_json(self) -> dict:
+        result = {"ok": self.ok, "events": self.events, "head": self.head}
+        if not self.ok:
+            result["first_bad_event"] = self.first_bad_event
+            result["problem"] = self.problem
+        return result
+
+
+def verify_chain(session: Session) -> VerifyResult:
+    """Recompute the chain from the first event and compare it with the head row.
+
+    ``first_bad_event`` is the id of the first event that was edited, is
+    missing, or sits out of place.
+    """
+    head = session.execute(sa.select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+    expected_id = 1
+    prev_hash = GENESIS_HASH
+    count = 0
+    last_seen = 0
+
+    while True:
+        batch = session.execute(
+            sa.select(AuditEvent).where(AuditEvent.id > last_seen).order_by(AuditEvent.id).limit(VERIFY_BATCH)
+        ).scalars().all()
+        if not batch:
+            break
+        for event in batch:
+            if event.id != expected_id:
+                return VerifyResult(False, count, prev_hash, expected_id, f"event {expected_id} is missing")
+            if event.prev_hash != prev_hash:
+                return VerifyResult(False, count, prev_hash, event.id, f"event {event.id} does not follow event {event.id - 1}")
+            try:
+                recomputed = compute_hash(prev_hash, event_fields(event))
+            except (ValueError, TypeError):
+                recomputed = None
+            if recomputed != event.hash:
+                return VerifyResult(False, count, prev_hash, event.id, f"event {event.id} was changed after it was written")
+            prev_hash = event.hash
+            expected_id += 1
+            count += 1
+        last_seen = batch[-1].id
+        session.expunge_all()
+
+    if head.last_id != count or head.last_hash != prev_hash:
+        missing = count + 1 if head.last_id > count else head.last_id + 1
+        return VerifyResult(False, count, prev_hash, missing, f"the log ends at event {count} but its head names event {head.last_id}")
+    return VerifyResult(True, count, prev_hash)

@@ -1,0 +1,154 @@
+"""Per-process state: the database, the CA signing key, the parsed policy and inventory.
+
+Loaded once when the app starts (once per gunicorn worker) and swapped as a
+whole on reload, so a request always sees one consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from ca.keys import CAKey, load_ca_key
+from ca.krl import build_krl
+from hostconfig.inventory import load_inventory
+from server import audit
+from server.config import Config
+from server.db import Database
+from server.models import CAKeyRecord, Certificate, RevokedKey
+from server.policy import Policy, load_policy
+
+logger = logging.getLogger("sshca.server")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    policy: Policy
+    inventory: object  # hostconfig.inventory.Inventory
+    signer: CAKey
+
+
+class Runtime:
+    """What every request needs and what must not be reloaded per request."""
+
+    def __init__(self, config: Config, *, database: Database | None = None):
+        self.config = config
+        self.db = database or Database(config.database_url)
+        self._lock = threading.Lock()
+        self._krl_cache: tuple[tuple, bytes] | None = None
+        self._snapshot = self._load()
+        self._audit_load("system")
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+    def reload(self, actor: str = "system") -> Snapshot:
+        """Re-read the policy, the inventory and the CA keys; keep the old snapshot if any is invalid.
+
+        Raises the loading error (PolicyError, InventoryError, CAError).
+        """
+        snapshot = self._load()
+        with self._lock:
+            self._snapshot = snapshot
+        self._audit_load(actor)
+        return snapshot
+
+    def _load(self) -> Snapshot:
+        config = self.config
+        policy = load_policy(
+            config.policy,
+            max_certificate_lifetime=config.max_certificate_lifetime,
+            clock_skew=config.clock_skew,
+            request_ttl=config.request_ttl,
+        )
+        inventory = load_inventory(config.inventory)
+        signer = self._load_signer()
+        return Snapshot(policy=policy, inventory=inventory, signer=signer)
+
+    def _load_signer(self) -> CAKey:
+        with self.db.read() as session:
+            record = session.execute(
+                sa.select(CAKeyRecord).where(CAKeyRecord.signing.is_(True), CAKeyRecord.retired_at.is_(None))
+            ).scalar_one_or_none()
+        path = Path(record.path) if record is not None else self.config.ca_key
+        if not path.is_absolute():
+            path = self.config.data_dir / path
+        return load_ca_key(path, self.config.read_passphrase())
+
+    def _audit_load(self, actor: str) -> None:
+        snapshot = self._snapshot
+        with self.db.write() as session:
+            audit.append_event(
+                session,
+                actor=actor,
+                action="policy.loaded",
+                details={
+                    "policy": str(self.config.policy),
+                    "policy_sha256": snapshot.policy.sha256,
+                    "inventory": str(self.config.inventory),
+                    "inventory_sha256": snapshot.inventory.sha256,
+                    "rules": len(snapshot.policy.rules),
+                    "hosts": len(snapshot.inventory.hosts),
+                    "ca_fingerprint": snapshot.signer.fingerprint,
+                    "pid": os.getpid(),
+                },
+            )
+            session.commit()
+            audit.emit_committed(session)
+        logger.info(
+            "policy and inventory loaded",
+            extra={"policy_sha256": snapshot.policy.sha256, "inventory_sha256": snapshot.inventory.sha256},
+        )
+
+    def trusted_ca_keys(self, session) -> list[str]:
+        """Return the public key lines of every trusted (not retired) CA key, signing key first."""
+        rows = session.execute(
+            sa.select(CAKeyRecord.public_key)
+            .where(CAKeyRecord.retired_at.is_(None))
+            .order_by(CAKeyRecord.signing.desc(), CAKeyRecord.id)
+        ).scalars().all()
+        if rows:
+            return list(rows)
+        return [self._snapshot.signer.public_line()]
+
+    def krl(self, session) -> bytes:
+        """Return the current KRL, rebuilt only when revocations or CA keys changed."""
+        version = session.execute(
+            sa.select(sa.func.count(Certificate.serial), sa.func.max(Certificate.revoked_at))
+            .where(Certificate.revoked_at.is_not(None))
+        ).one()
+        key_version = session.execute(sa.select(sa.func.count(RevokedKey.id), sa.func.max(RevokedKey.id))).one()
+        ca_keys = self._all_ca_keys(session)
+        cache_key = (tuple(version), tuple(key_version), tuple(ca_keys))
+
+        cached = self._krl_cache
+        if cached is not None and cached[0] == cache_key:
+            return cached[1]
+
+        serials = session.execute(
+            sa.select(Certificate.serial).where(Certificate.revoked_at.is_not(None)).order_by(Certificate.serial)
+        ).scalars().all()
+        keys = session.execute(sa.select(RevokedKey.public_key).order_by(RevokedKey.id)).scalars().all()
+        data = build_krl(serials=serials, public_keys=keys, ca_public_keys=ca_keys)
+        self._krl_cache = (cache_key, data)
+        return data
+
+    def _all_ca_keys(self, session) -> list[str]:
+        # Serials are revoked per CA key, so the KRL names every key that
+        # ever signed, retired ones included.
+        rows = session.execute(sa.select(CAKeyRecord.public_key).order_by(CAKeyRecord.id)).scalars().all()
+        return list(rows) or [self._snapshot.signer.public_line()]
+
+    def close(self) -> None:
+        self.db.dispose()
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
