@@ -97,7 +97,13 @@ def healthz():
     except sa.exc.SQLAlchemyError:
         logger.exception("health check failed: database unreachable")
         return jsonify({"status": "error", "database": "unreachable"}), 503
-    return jsonify({"status": "ok", "database": "ok"})
+    snapshot = runtime().snapshot
+    return jsonify({
+        "status": "ok",
+        "database": "ok",
+        "policy_sha256": snapshot.policy.sha256,
+        "inventory_sha256": snapshot.inventory.sha256,
+    })
 
 
 @api.get("/v1/ca")
