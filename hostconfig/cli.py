@@ -167,12 +167,13 @@ def _read_ca_keys(ca_keys_path: str | None, server: str) -> list[str]:
 
 
 def _ca_key_lines(body: object) -> list[str]:
-    # TODO: match the final /v1/ca response shape of the server.
-    keys = body.get("keys", []) if isinstance(body, dict) else []
-    lines = []
-    for key in keys:
-        lines.append(key["public_key"] if isinstance(key, dict) else str(key))
-    return lines
+    # /v1/ca returns {"keys": [{"public_key": "<type> <base64> [comment]", ...}]},
+    # every trusted key, the signing one first.
+    keys = body.get("keys") if isinstance(body, dict) else None
+    if not isinstance(keys, list):
+        return []
+    return [key["public_key"] for key in keys
+            if isinstance(key, dict) and isinstance(key.get("public_key"), str)]
 
 
 if __name__ == "__main__":
