@@ -308,15 +308,24 @@ class Sshd:
             return ""
         return self.log_path.read_text(errors="replace")
 
-    def wait_for_log(self, pattern: str, timeout: float = 5.0) -> re.Match[str]:
-        """Wait until the log matches the regular expression ``pattern`` and return the match."""
+    def log_offset(self) -> int:
+        """Return the current length of the log, to pass as ``since`` to wait_for_log."""
+        return len(self.log_text())
+
+    def wait_for_log(self, pattern: str, timeout: float = 5.0, *, since: int = 0) -> re.Match[str]:
+        """Wait until the log after offset ``since`` matches the regular expression ``pattern``.
+
+        Returns the match. Raises AssertionError, showing the log, after ``timeout`` seconds.
+        """
         deadline = time.monotonic() + timeout
         while True:
-            match = re.search(pattern, self.log_text())
+            match = re.search(pattern, self.log_text()[since:])
             if match is not None:
                 return match
             if time.monotonic() > deadline:
-                raise AssertionError(f"sshd log has no match for {pattern!r}:\n{self.log_text()}")
+                raise AssertionError(
+                    f"sshd log has no match for {pattern!r} after offset {since}:\n{self.log_text()[since:]}"
+                )
             time.sleep(0.05)
 
     # -- clients -----------------------------------------------------------
