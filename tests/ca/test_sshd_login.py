@@ -263,3 +263,19 @@ def test_force_command_enforced(server, ca_keys, user_keys, tmp_path, login):
 
     assert outcome.status == 0
     assert outcome.stdout == "forced\n"
+
+
+def test_missing_krl_refuses_every_login(server, ca_keys, user_keys, tmp_path, login):
+    # Why a KRL file must always exist, even when nothing is revoked.
+    key = user_keys("ed25519")
+    cert, _ = issue(ca_keys("ed25519"), key, tmp_path)
+    saved = server.krl_path.read_bytes()
+
+    server.krl_path.unlink()
+    try:
+        outcome = login(server, key, cert, "true")
+    finally:
+        server.set_krl(saved)
+
+    assert outcome.refused
+    assert login(server, key, cert, "true").status == 0

@@ -98,16 +98,49 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _sshd_supports(option: str, host_key_path: Path) -> bool:
+def _sshd_supports(option: str) -> bool:
     """Tell whether this sshd accepts a configuration option ("Keyword=value")."""
-    result = subprocess.run(
-        [SSHD_BINARY, "-t", "-f", "/dev/null", "-h", str(host_key_path), "-o", option],
-        capture_output=True,
-        text=True,
-        timeout=COMMAND_TIMEOUT_SECONDS,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="sshca-sshd-probe-") as tmp:
+        host_key = Path(tmp) / "host_key"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],
+            check=True,
+            capture_output=True,
+        )
+        result = subprocess.run(
+            [SSHD_BINARY, "-t", "-f", "/dev/null", "-h", str(host_key), "-o", option],
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_SECONDS,
+            check=False,
+        )
     return result.returncode == 0
+
+
+def base_config_lines(*, log_level: str = "VERBOSE") -> list[str]:
+    """Return the sshd_config lines a test sshd needs besides the CA, principals and KRL settings.
+
+    A caller that writes its own sshd_config starts from these lines, so that
+    root can log in with a certificate and nothing else.
+    """
+    lines = [
+        "UsePAM no",
+        "PermitRootLogin prohibit-password",
+        "PubkeyAuthentication yes",
+        "PasswordAuthentication no",
+        "KbdInteractiveAuthentication no",
+        "AuthorizedKeysFile none",
+        "StrictModes yes",
+        f"LogLevel {log_level}",
+        "UseDNS no",
+        "PrintMotd no",
+        "MaxStartups 100:30:200",
+    ]
+    # OpenSSH 9.8 and later penalise addresses with failed logins, which
+    # would slow down the refusal tests that all come from 127.0.0.1.
+    if _sshd_supports("PerSourcePenalties=no"):
+        lines.append("PerSourcePenalties no")
+    return lines
 
 
 def write_empty_krl(path: Path) -> None:
@@ -125,9 +158,10 @@ class Sshd:
     files with ``trust_ca_keys``, ``set_principals`` and ``set_krl`` at any
     time: sshd reads them again for each login.
 
-    With ``config_path`` given, sshd runs from that file as is, except that
-    the port, listen address, PID file and an extra host key are forced on
-    the command line.
+    With ``config_path`` given, sshd runs from that file as is (it may
+    Include other files), except that the port, listen address, PID file and
+    an extra host key are forced on the command line. That file must not set
+    ListenAddress; ``base_config_lines`` gives the other lines it needs.
 
     ``root_dir`` None creates a directory with ``make_secure_dir`` that
     ``stop`` removes again.
@@ -162,12 +196,8 @@ class Sshd:
 
     # -- lifecycle -----------------------------------------------------
 
-    def start(self) -> Sshd:
-        """Start sshd and wait until its port accepts connections. Returns self."""
-        if self._process is not None:
-            raise RuntimeError("sshd is already running")
-
-        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+    def generate_host_key(self) -> Path:
+        """Create the Ed25519 host key in root_dir unless it exists; return its path."""
         if not self.host_key_path.exists():
             subprocess.run(
                 ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sshd-test-host",
@@ -175,6 +205,16 @@ class Sshd:
                 check=True,
                 capture_output=True,
             )
+        return self.host_key_path
+
+    def start(self) -> Sshd:
+        """Start sshd and wait until its port accepts connections. Returns self."""
+        if self._process is not None:
+            raise RuntimeError("sshd is already running")
+
+        # sshd's privilege separation needs this directory.
+        Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+        self.generate_host_key()
 
         if self._generated_config:
             self._write_generated_files()
@@ -213,7 +253,8 @@ class Sshd:
             SSHD_BINARY, "-D", "-e",
             "-f", str(self.config_path),
             "-h", str(self.host_key_path),
-            "-o", f"Port={self.port}",
+            # -p makes sshd ignore Port lines in the configuration file.
+            "-p", str(self.port),
             "-o", f"ListenAddress=127.0.0.1:{self.port}",
             "-o", f"PidFile={self.root_dir / 'sshd.pid'}",
         ]
@@ -261,25 +302,11 @@ class Sshd:
             write_empty_krl(self.krl_path)
 
         lines = [
-            "UsePAM no",
-            "PermitRootLogin prohibit-password",
-            "PubkeyAuthentication yes",
-            "PasswordAuthentication no",
-            "KbdInteractiveAuthentication no",
-            "AuthorizedKeysFile none",
+            *base_config_lines(log_level=self.log_level),
             f"TrustedUserCAKeys {self.trusted_ca_path}",
             f"AuthorizedPrincipalsFile {self.principals_dir}/%u",
             f"RevokedKeys {self.krl_path}",
-            "StrictModes yes",
-            f"LogLevel {self.log_level}",
-            "UseDNS no",
-            "PrintMotd no",
-            "MaxStartups 100:30:200",
         ]
-        # OpenSSH 9.8 and later penalise addresses with failed logins, which
-        # would slow down the refusal tests that all come from 127.0.0.1.
-        if _sshd_supports("PerSourcePenalties=no", self.host_key_path):
-            lines.append("PerSourcePenalties no")
         lines += self.extra_config
 
         self.config_path.write_text("\n".join(lines) + "\n")
