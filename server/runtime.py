@@ -42,6 +42,7 @@ class Runtime:
         self.db = database or Database(config.database_url)
         self._lock = threading.Lock()
         self._krl_cache: tuple[tuple, bytes] | None = None
+        self._signer_cache: tuple[tuple, CAKey] | None = None
         self._snapshot = self._load()
         self._audit_load("system")
 
@@ -80,7 +81,19 @@ class Runtime:
         path = Path(record.path) if record is not None else self.config.ca_key
         if not path.is_absolute():
             path = self.config.data_dir / path
-        return load_ca_key(path, self.config.read_passphrase())
+
+        # Decrypting the key runs bcrypt's KDF (a fraction of a second), so a
+        # reload keeps the loaded key while the file is unchanged.
+        try:
+            info = path.stat()
+        except OSError:
+            return load_ca_key(path, self.config.read_passphrase())  # raises CAKeyError naming the file
+        cache_key = (str(path), info.st_mtime_ns, info.st_size, info.st_ino)
+        if self._signer_cache is not None and self._signer_cache[0] == cache_key:
+            return self._signer_cache[1]
+        signer = load_ca_key(path, self.config.read_passphrase())
+        self._signer_cache = (cache_key, signer)
+        return signer
 
     def _audit_load(self, actor: str) -> None:
         snapshot = self._snapshot
