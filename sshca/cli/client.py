@@ -240,7 +240,7 @@ def _wait_for_decision(client: ApiClient, request: dict, poll) -> None:
         while request.get("state") == "pending":
             progress = output.approvals_progress(request)
             if progress != last_progress:
-                names = ", ".join(output.approver_name(a) for a in request.get("approvals") or [])
+                names = ", ".join(output.approvers(request))
                 detail = f" ({names})" if names else ""
                 click.echo(f"Waiting for approval of request {request_id}: {progress}{detail}", err=True)
                 last_progress = progress
@@ -572,8 +572,8 @@ def audit_verify():
         click.echo(f"Audit chain intact: {events} events, head {result.get('head')}.")
         return
     bad = result.get("first_bad_event")
+    problem = result.get("problem") or "an event was changed, removed or reordered"
     raise CommandError(
-        f"audit chain broken at event {bad} (of {events} events): "
-        "an event was changed, removed or reordered; keep the database as it is "
-        "and tell your security team"
+        f"audit chain broken at event {bad} ({problem}); {events} events before it verify. "
+        "Keep the database as it is and tell your security team"
     )

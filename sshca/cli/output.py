@@ -90,20 +90,25 @@ def format_table(headers: list[str], rows: list[list]) -> str:
 
 
 def approvals_progress(request: dict) -> str:
-    """Return "1 of 2 approvals" for a request."""
-    approvals = request.get("approvals") or []
+    """Return "1 of 2 approvals" for a request, counting approve decisions only."""
     required = request.get("approvals_required")
-    count = len(approvals) if isinstance(approvals, list) else approvals
+    count = len(approvers(request))
     if required is None:
         return f"{count} approvals"
     noun = "approval" if required == 1 else "approvals"
     return f"{count} of {required} {noun}"
 
 
-def approver_name(approval) -> str:
-    if isinstance(approval, dict):
-        return str(approval.get("approver") or approval.get("user") or approval.get("actor") or MISSING)
-    return str(approval)
+def approvers(request: dict) -> list[str]:
+    """Return the names of the users who approved the request.
+
+    The server lists denials in ``approvals`` too, with ``decision`` "deny".
+    """
+    return [
+        approval.get("approver") or MISSING
+        for approval in request.get("approvals") or []
+        if isinstance(approval, dict) and approval.get("decision", "approve") == "approve"
+    ]
 
 
 def format_window(request: dict, now: datetime) -> str:
@@ -162,28 +167,19 @@ def request_details(request: dict, now: datetime) -> str:
     field("window", format_window(request, now))
     if request.get("state") == "pending":
         field("expires", format_time(request.get("expires_at")))
-    for link in ("extends", "extended_by"):
-        if request.get(link):
-            field(link.replace("_", " "), f"request {request[link]}")
+    if request.get("extends"):
+        field("extends", f"request {request['extends']}")
     field("created", format_time(request.get("created_at")))
 
     lines.append(f"Approvals: {approvals_progress(request)}")
     for approval in request.get("approvals") or []:
-        line = f"  {approver_name(approval)}"
-        if isinstance(approval, dict):
-            if approval.get("at") or approval.get("created_at"):
-                line += f" at {format_time(approval.get('at') or approval.get('created_at'))}"
-            if approval.get("comment"):
-                line += f": {format_cell(approval['comment'])}"
+        if not isinstance(approval, dict):
+            continue
+        verb = "denied" if approval.get("decision") == "deny" else "approved"
+        line = f"  {approval.get('approver') or MISSING} {verb} at {format_time(approval.get('time'))}"
+        if approval.get("comment"):
+            line += f": {format_cell(approval['comment'])}"
         lines.append(line)
-
-    for decision in ("denial", "cancellation", "revocation"):
-        details = request.get(decision)
-        if isinstance(details, dict):
-            lines.append(
-                f"{decision.capitalize()}: by {details.get('actor') or details.get('by') or MISSING}"
-                f" at {format_time(details.get('at'))}: {format_cell(details.get('comment') or details.get('reason'))}"
-            )
 
     certificates = request.get("certificates") or []
     lines.append(f"Certificates: {len(certificates)}")
@@ -193,8 +189,8 @@ def request_details(request: dict, now: datetime) -> str:
             f"  {format_time(certificate.get('valid_after'))} to {format_time(certificate.get('valid_before'))}"
             f"  {format_cell(certificate.get('principals'))}"
         )
-        if certificate.get("revoked") or certificate.get("revoked_at"):
-            line += "  revoked"
+        if certificate.get("revoked_at"):
+            line += f"  revoked at {format_time(certificate['revoked_at'])}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -17,8 +17,8 @@ REQUEST = {
     "rule": "sre-prod-db",
     "approvals_required": 2,
     "approvals": [
-        {"approver": "bob", "comment": "ok", "at": "2026-12-04T11:00:00Z"},
-        {"approver": "carol", "comment": "", "at": "2026-12-04T11:05:00Z"},
+        {"approver": "bob", "decision": "approve", "comment": "ok", "time": "2026-12-04T11:00:00Z"},
+        {"approver": "carol", "decision": "approve", "comment": "", "time": "2026-12-04T11:05:00Z"},
     ],
     "starts_at": "2026-12-04T11:05:00Z",
     "ends_at": "2026-12-04T13:05:00Z",
@@ -58,6 +58,15 @@ def test_approvals_progress():
     assert output.approvals_progress({"approvals": [], "approvals_required": 1}) == "0 of 1 approval"
 
 
+def test_denials_not_counted_as_approvals():
+    request = {"approvals_required": 2, "approvals": [
+        {"approver": "bob", "decision": "approve"}, {"approver": "carol", "decision": "deny"},
+    ]}
+
+    assert output.approvals_progress(request) == "1 of 2 approvals"
+    assert output.approvers(request) == ["bob"]
+
+
 def test_window_of_approved_request():
     assert output.format_window(REQUEST, NOW) == (
         "2026-12-04 11:05:00 UTC to 2026-12-04 13:05:00 UTC (ends in 1h5m)"
@@ -65,7 +74,7 @@ def test_window_of_approved_request():
 
 
 def test_window_of_pending_request():
-    pending = {"state": "pending", "duration": 7200}
+    pending = {"state": "pending", "duration": "2h"}
     assert output.format_window(pending, NOW) == "2h from approval"
 
 
@@ -86,8 +95,8 @@ def test_request_details():
     assert "Request 12: approved" in text
     assert "  hosts       db1.prod.example.com, group:prod-db" in text
     assert "Approvals: 2 of 2 approvals" in text
-    assert "  bob at 2026-12-04 11:00:00 UTC: ok" in text
-    assert "  carol at 2026-12-04 11:05:00 UTC" in text
+    assert "  bob approved at 2026-12-04 11:00:00 UTC: ok" in text
+    assert "  carol approved at 2026-12-04 11:05:00 UTC" in text
     assert "Certificates: 1" in text
     assert "serial 99" in text
 
