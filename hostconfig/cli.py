@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
+import urllib.parse
 from pathlib import Path
 
 import click
@@ -28,7 +30,8 @@ def hostconfig():
       sshca hostconfig render db1.example.com --inventory inventory.toml \\
           --server https://sshca.example.com --out out/db1
       sshca hostconfig install out/db1
-      systemctl daemon-reload && systemctl enable --now sshca-krl-sync.timer
+      systemctl daemon-reload && systemctl start sshca-krl-sync.service
+      systemctl enable --now sshca-krl-sync.timer
     """
 
 
@@ -79,6 +82,7 @@ def render(host, all_hosts, inventory_path, out, server, ca_keys_path, prefix, s
     """
     if all_hosts == bool(host):
         raise click.UsageError("give either HOST or --all")
+    _check_server_url(server)
 
     try:
         inventory = load_inventory(inventory_path)
@@ -141,8 +145,31 @@ def install(rendered_dir, root, sshd_config, sshd):
         raise click.ClickException(f"{exc.filename}: permission denied; run install as root") \
             from None
 
-    click.echo("sshd accepts the configuration; reload sshd to apply it, and enable the KRL "
-               "timer: systemctl daemon-reload && systemctl enable --now sshca-krl-sync.timer")
+    click.echo("sshd accepts the configuration. Next: reload sshd, then fetch the current KRL "
+               "and keep it current with `systemctl daemon-reload && systemctl start "
+               "sshca-krl-sync.service && systemctl enable --now sshca-krl-sync.timer`.")
+
+
+def _check_server_url(server: str) -> None:
+    parsed = urllib.parse.urlsplit(server)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise click.BadParameter(f"{server!r} is not an http:// or https:// URL",
+                                 param_hint="--server")
+
+    # A KRL carries no signature that sshd checks, so TLS is what stops a
+    # machine on the path from serving an empty KRL.
+    if parsed.scheme == "http" and not _is_loopback(parsed.hostname):
+        click.echo(f"warning: hosts will fetch the KRL from {server} over plain HTTP, where "
+                   "anyone on the network path can replace it; use https://", err=True)
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
 
 
 def _read_ca_keys(ca_keys_path: str | None, server: str) -> list[str]:

@@ -1,11 +1,12 @@
 """Install rendered host files and check that sshd accepts and uses them.
 
 ``install_rendered`` copies each file of a rendered directory to ``root`` +
-its target path (``root`` is ``/`` on the host itself, or the mount point of
-an image being built), owned by root with the manifest's mode, each by
-rename from a temporary file in the same directory. Then
-``check_sshd_config`` runs ``sshd -t`` and checks that the main config
-includes the drop-in and that sshd's effective settings are the drop-in's.
+its target path. ``root`` is ``/`` on the host itself, or the mount point of
+an image being built. Each file is owned by root, has the manifest's mode
+and replaces the old one by rename from a temporary file in the same
+directory. Then ``check_sshd_config`` runs ``sshd -t`` and checks that the
+main config includes the drop-in and that sshd's effective settings are the
+drop-in's.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ class InstallError(CAError):
 
 @dataclass
 class InstallResult:
-    """What install did: files written, files left alone, stale files removed."""
+    """Paths that install wrote, kept (an existing KRL) and removed (stale principals files)."""
 
     written: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
@@ -87,6 +88,13 @@ def install_rendered(rendered_dir: str | Path, root: str | Path = "/") -> Instal
     rendered_dir = Path(rendered_dir)
     manifest = read_manifest(rendered_dir)
     result = InstallResult()
+
+    root_path = Path(root).resolve()
+    if root_path != Path("/") and Path(manifest["sshd_dir"]).is_relative_to(root_path):
+        raise InstallError(
+            f"the rendered paths already start with {root_path} (render --prefix or "
+            f"--sshd-dir), so --root {root} would place the files under {root_path} twice; "
+            "install without --root", field="root", value=str(root))
 
     for directory in manifest["directories"]:
         _make_directory(_under(root, directory))
@@ -213,7 +221,8 @@ def _run_sshd(sshd: str, *args: str) -> str:
 
 
 def _sshd_test_standalone(dropin: Path, sshd: str) -> None:
-    # sshd -t needs a host key; a throwaway one stands in for the host's.
+    # sshd -t needs a host key, and the image's keys may not exist yet, so a
+    # throwaway key is used.
     with tempfile.TemporaryDirectory(prefix="sshca-install-") as tmp:
         host_key = Path(tmp, "host_key")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)],

@@ -326,8 +326,8 @@ def _systemd_span(span: timedelta) -> str:
 
 
 def _probe_key() -> bytes:
-    # Only the public half is kept: nobody can hold a certificate for it, so
-    # no genuine KRL revokes it.
+    # The private half is discarded, so no certificate exists for this key
+    # and no genuine KRL lists it.
     key = ed25519.Ed25519PrivateKey.generate().public_key()
     line = key.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     return line + b" sshca-krl-probe\n"

@@ -203,6 +203,14 @@ def test_install_into_image_root(rendered, secure_dir, tmp_path):
     assert not (sshd_dir / "sshca").exists()
 
 
+def test_install_root_equal_to_prefix(rendered, secure_dir):
+    result = run_cli("install", rendered, "--root", secure_dir)
+
+    assert result.exit_code == 1
+    assert f"the rendered paths already start with {secure_dir}" in result.output
+    assert not (secure_dir / "etc/ssh/sshca").exists()
+
+
 def test_install_without_manifest(tmp_path):
     result = run_cli("install", tmp_path)
 

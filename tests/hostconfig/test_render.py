@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 import os
 import subprocess
 from pathlib import Path
@@ -7,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from ca.keys import CAKey, generate_ca_key
+from hostconfig.install import install_rendered
 from hostconfig.inventory import parse_inventory
 from hostconfig.render import HostPaths, RenderError, SyncSettings, parse_ca_keys, render_host
 from tests.hostconfig.conftest import SSHD, run_cli, write_ca_keys
@@ -210,6 +212,23 @@ def test_systemd_units(tmp_path, inventory_file, ca_keys_file):
     assert "WantedBy=timers.target\n" in timer
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze (Debian package systemd) is not installed")
+def test_systemd_units_verify(tmp_path, inventory_file, ca_keys_file):
+    out = tmp_path / "out"
+    root = tmp_path / "host"
+    render(inventory_file, ca_keys_file, out, "db1.prod.example.com", "--prefix", root)
+    install_rendered(out, "/")
+    units = root / "etc/systemd/system"
+
+    result = subprocess.run(["systemd-analyze", "verify", str(units / "sshca-krl-sync.service"),
+                             str(units / "sshca-krl-sync.timer")],
+                            capture_output=True, text=True, timeout=60)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
 def test_render_all(tmp_path, inventory_file, ca_keys_file):
     out = tmp_path / "out"
 
@@ -272,6 +291,33 @@ def test_render_invalid_server_url(tmp_path, inventory_file, ca_keys_file):
 
     assert result.exit_code == 1
     assert "invalid value 'https://x/$(reboot)'" in result.output
+
+
+@pytest.mark.parametrize("server", ["ftp://sshca.example.com", "sshca.example.com", "https://"])
+def test_render_rejects_non_http_server(tmp_path, inventory_file, ca_keys_file, server):
+    result = run_cli("render", "db1.prod.example.com", "--inventory", inventory_file,
+                     "--ca-keys", ca_keys_file, "--server", server, "--out", tmp_path / "out")
+
+    assert result.exit_code == 2
+    assert f"{server!r} is not an http:// or https:// URL" in result.output
+
+
+def test_render_warns_about_plain_http(tmp_path, inventory_file, ca_keys_file):
+    result = run_cli("render", "db1.prod.example.com", "--inventory", inventory_file,
+                     "--ca-keys", ca_keys_file, "--server", "http://sshca.example.com",
+                     "--out", tmp_path / "out")
+
+    assert result.exit_code == 0, result.output
+    assert "over plain HTTP" in result.output
+
+
+def test_render_loopback_http_no_warning(tmp_path, inventory_file, ca_keys_file):
+    result = run_cli("render", "db1.prod.example.com", "--inventory", inventory_file,
+                     "--ca-keys", ca_keys_file, "--server", "http://127.0.0.1:8080",
+                     "--out", tmp_path / "out")
+
+    assert result.exit_code == 0, result.output
+    assert "plain HTTP" not in result.output
 
 
 def test_parse_ca_keys_skips_comments_and_duplicates(ca_key):
