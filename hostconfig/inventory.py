@@ -109,6 +109,22 @@ class Inventory:
                 unknown.append(target)
         return unknown
 
+    def check_targets(self, targets: Iterable[str], *, source: str, entry: str,
+                      field: str = "hosts") -> None:
+        """Check that every target names a host or group of the inventory.
+
+        For policy rules: ``source``, ``entry`` and ``field`` locate the list
+        in its own file, e.g. ``policy.toml``, ``rules[0] (sre-prod-db)``,
+        ``hosts``. Raises InventoryError (code ``unknown_target``) naming the
+        first unknown target, and InvalidName for a malformed one.
+        """
+        unknown = self.unknown_targets(targets)
+        if unknown:
+            raise InventoryError(
+                f"unknown host or group {unknown[0]!r}: the inventory {self.source} does not "
+                "list it; add it to the inventory or fix the name",
+                source=source, entry=entry, field=field, value=unknown[0], code="unknown_target")
+
     def _resolve_target(self, target: str) -> list[str]:
         kind, name = principals.parse_target(target)
         if kind == "host":

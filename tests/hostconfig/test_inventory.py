@@ -112,6 +112,27 @@ def test_unknown_targets():
         inventory.unknown_targets(["Bad Host"])
 
 
+def test_check_targets_known():
+    inventory = parse_inventory(SAMPLE)
+
+    inventory.check_targets(["group:prod-db", "bastion"], source="policy.toml", entry="rules[0] (a)")
+
+
+def test_check_targets_names_rule():
+    inventory = parse_inventory(SAMPLE, "inventory.toml")
+
+    with pytest.raises(InventoryError) as raised:
+        inventory.check_targets(["bastion", "group:staging"], source="policy.toml",
+                                entry="rules[1] (sre-staging)")
+
+    assert str(raised.value) == (
+        "policy.toml: rules[1] (sre-staging): field 'hosts': unknown host or group "
+        "'group:staging': the inventory inventory.toml does not list it; add it to the "
+        "inventory or fix the name")
+    assert raised.value.code == "unknown_target"
+    assert raised.value.value == "group:staging"
+
+
 def test_load_missing_file(tmp_path):
     path = tmp_path / "missing.toml"
 

@@ -67,7 +67,7 @@ def issue_certificate(server, identity, hosts) -> int:
 
 
 def test_revoke_reaches_sshd(tmp_path, secure_dir, live_server_factory, sshd_factory):
-    server = live_server_factory(policy=POLICY, inventory=INVENTORY, users=USERS)
+    server = live_server_factory(policy=POLICY, inventory=INVENTORY, users=USERS, workers=1)
     secure_dir.chmod(0o755)
     config = write_main_config(secure_dir)
     inventory = tmp_path / "inventory.toml"
@@ -122,7 +122,7 @@ def test_revoke_reaches_sshd(tmp_path, secure_dir, live_server_factory, sshd_fac
 
 
 def test_render_all_from_server_keys(tmp_path, live_server_factory):
-    server = live_server_factory(policy=POLICY, inventory=INVENTORY, users=USERS)
+    server = live_server_factory(policy=POLICY, inventory=INVENTORY, users=USERS, workers=1)
     inventory = tmp_path / "inventory.toml"
     inventory.write_text(INVENTORY)
 
