@@ -35,7 +35,7 @@ def hostconfig():
     """
 
 
-@hostconfig.command()
+@hostconfig.command(short_help="Render a host's sshca files into a directory.")
 @click.argument("host", required=False)
 @click.option("--all", "all_hosts", is_flag=True,
               help="Render every inventory host, each into OUT/<host>.")
@@ -43,27 +43,27 @@ def hostconfig():
               help="Inventory file (inventory.toml).")
 @click.option("--out", required=True, type=click.Path(file_okay=False),
               help="Output directory; created if missing.")
-@click.option("--server", required=True,
+@click.option("--server", required=True, metavar="URL",
               help="Base URL of the sshca server, e.g. https://sshca.example.com. The host's "
                    "sshca-krl-sync fetches SERVER/v1/krl; without --ca-keys, render "
                    "reads the CA keys from SERVER/v1/ca.")
 @click.option("--ca-keys", "ca_keys_path", type=click.Path(dir_okay=False),
               help="File of trusted CA public keys, one per line as in authorized_keys. "
                    "When given, SERVER/v1/ca is not read.")
-@click.option("--prefix", default="/", show_default=True,
+@click.option("--prefix", default="/", show_default=True, metavar="DIR",
               help="Directory the host's files live under: /etc/ssh, /usr/local/sbin and "
                    "/etc/systemd/system become PREFIX/etc/ssh and so on, and the rendered "
                    "files name those paths. Use it to run a separate sshd from a private tree.")
-@click.option("--sshd-dir", default=None,
+@click.option("--sshd-dir", default=None, metavar="DIR",
               help="sshd configuration directory on the host  [default: PREFIX/etc/ssh]. "
                    "The drop-in goes to SSHD_DIR/sshd_config.d/, the other files to "
                    "SSHD_DIR/sshca/.")
-@click.option("--krl-max-age", default="1h", show_default=True,
+@click.option("--krl-max-age", default="1h", show_default=True, metavar="DURATION",
               help="Age of the host's KRL after which sshca-krl-sync logs an error "
                    "(90s, 30m, 2h, 1d or seconds).")
-@click.option("--krl-interval", default="5m", show_default=True,
+@click.option("--krl-interval", default="5m", show_default=True, metavar="DURATION",
               help="How often the systemd timer runs sshca-krl-sync.")
-@click.option("--krl-ca-bundle", default="",
+@click.option("--krl-ca-bundle", default="", metavar="FILE",
               help="CA certificate bundle on the host that curl checks the server's TLS "
                    "certificate against [default: the system's].")
 def render(host, all_hosts, inventory_path, out, server, ca_keys_path, prefix, sshd_dir,
@@ -76,9 +76,12 @@ def render(host, all_hosts, inventory_path, out, server, ca_keys_path, prefix, s
     records each file's path on the host for `sshca hostconfig install`.
 
     \b
-    To run a separate sshd from a private tree ROOT (tests, demos):
+    To run a separate sshd from a private tree ROOT (tests, demos), whose
+    main config ROOT/etc/ssh/sshd_config has the line
+    `Include ROOT/etc/ssh/sshd_config.d/*.conf`:
       sshca hostconfig render db1 ... --prefix ROOT --out OUT/db1
-      sshca hostconfig install OUT/db1 --sshd-config ROOT/etc/ssh/sshd_config
+      sshca hostconfig install OUT/db1
+      /usr/sbin/sshd -f ROOT/etc/ssh/sshd_config
     """
     if all_hosts == bool(host):
         raise click.UsageError("give either HOST or --all")
@@ -108,14 +111,14 @@ def render(host, all_hosts, inventory_path, out, server, ca_keys_path, prefix, s
         raise click.ClickException(str(exc)) from None
 
 
-@hostconfig.command()
+@hostconfig.command(short_help="Install rendered files and check them with sshd.")
 @click.argument("rendered_dir", metavar="DIR", type=click.Path(exists=True, file_okay=False))
 @click.option("--root", default="/", show_default=True, type=click.Path(file_okay=False),
               help="Root of the host's file system; each file goes to ROOT + its path on the "
                    "host. Give the mount point of an image being built; leave / on the host.")
 @click.option("--sshd-config", default=None, type=click.Path(dir_okay=False),
               help="Main sshd config to check the drop-in with  [default: ROOT/SSHD_DIR/sshd_config].")
-@click.option("--sshd", default="/usr/sbin/sshd", show_default=True,
+@click.option("--sshd", default="/usr/sbin/sshd", show_default=True, metavar="PATH",
               help="sshd binary that checks the configuration.")
 def install(rendered_dir, root, sshd_config, sshd):
     """Install the files `sshca hostconfig render` wrote into DIR, then check them with sshd.

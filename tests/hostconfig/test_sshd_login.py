@@ -8,6 +8,8 @@ host only when its principals match that host's rendered principals file.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -176,3 +178,27 @@ def test_certificate_from_other_ca_refused(hosts, identities):
 
     assert result.returncode == 255
     assert PERMISSION_DENIED in result.stderr
+
+
+def test_sshca_command_sets_up_host(tmp_path, secure_dir, ca_key, sshd_factory):
+    # The same steps as on a host, through the installed `sshca` command, with
+    # install finding the main config at PREFIX/etc/ssh/sshd_config by itself.
+    secure_dir.chmod(0o755)
+    config = write_main_config(secure_dir)
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(INVENTORY, encoding="utf-8")
+    ca_keys = write_ca_keys(tmp_path / "ca.pub", ca_key)
+    out = tmp_path / "out"
+
+    for args in (["render", "web1", "--inventory", inventory, "--ca-keys", ca_keys,
+                  "--server", "http://127.0.0.1:9", "--prefix", secure_dir, "--out", out],
+                 ["install", out]):
+        result = subprocess.run([sys.executable, "-m", "sshca", "hostconfig", *map(str, args)],
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+
+    sshd = sshd_factory(secure_dir, config_path=config)
+    identity = make_identity(tmp_path, "web1-root")
+    sign(ca_key, identity, ["root@web1"], serial=110)
+
+    assert ssh(sshd, identity, "root").returncode == 0
