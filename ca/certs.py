@@ -416,13 +416,14 @@ def _collect_critical_options(spec: CertificateSpec) -> tuple[tuple[str, str], .
 def sign_certificate(ca: CAKey, spec: CertificateSpec, *, max_validity: timedelta) -> IssuedCertificate:
     """Check ``spec`` against every signing rule and sign a user certificate with ``ca``.
 
-    Raises InvalidCertificateSpec, naming the field and the value, for: a
-    public key that is not a vetted UserKey or is the CA's own key, a serial
-    of 0 or at least 2**64, an invalid key ID, an empty list, more than 256
-    or invalid or repeated principals, naive datetimes, valid_before not
-    after valid_after, a window longer than ``max_validity``, and unknown or
-    repeated extensions and critical options. Source addresses are written
-    as canonical IP networks. RSA CA keys sign with rsa-sha2-512.
+    Raises InvalidCertificateSpec, naming the field and the value, for each
+    broken rule. The public key must be a vetted UserKey and not the CA's
+    own key, and the serial must be from 1 to 2**64 - 1. There must be 1 to
+    256 valid, distinct principals. Both times must be aware, and
+    valid_before must follow valid_after by at most ``max_validity``.
+    Extensions and critical options must be known and set once. Source
+    addresses are written as canonical IP networks. RSA CA keys sign with
+    rsa-sha2-512.
     """
     if not isinstance(ca, CAKey):
         raise TypeError("ca must be a CAKey, as returned by load_ca_key")

@@ -14,14 +14,15 @@ MAX_DURATION_TEXT = "10 years (3650d)"
 
 _UNIT_SECONDS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
 
-# Units in falling order, each at most once: "1d", "2h", "1h30m", "90s".
+# Units in falling order, each at most once ("1d", "2h", "1h30m", "90s").
 _DURATION = re.compile(
     r"(?:(?P<d>[0-9]+)d)?(?:(?P<h>[0-9]+)h)?(?:(?P<m>[0-9]+)m)?(?:(?P<s>[0-9]+)s)?"
 )
 _SECONDS = re.compile(r"[0-9]+")
 
-# More digits than any allowed duration needs; checked before int() so that
-# a huge digit string is rejected by a clear message, not by Python's limit.
+# More digits than any allowed duration needs. The length is checked before
+# int(), so a huge digit string gets the clear message instead of Python's
+# int conversion error.
 _MAX_DIGITS = 12
 
 _FORMAT_HINT = "write a whole number of seconds or a duration such as '90s', '30m', '2h', '1d' or '1h30m'"

@@ -3,8 +3,8 @@
 Every error carries a stable machine ``code``, the input ``field`` it is about
 and the offending ``value``, so a caller can map it to its own error format
 (the server turns it into an HTTP status and a JSON body). ``str(exc)`` is the
-human message: it names the value and says how to fix it. No error ever
-carries a passphrase or a private key.
+human message, which names the value and the fix. No error message or value
+built in this package contains a passphrase or a private key.
 """
 
 from __future__ import annotations

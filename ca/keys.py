@@ -288,10 +288,10 @@ def _read_private_file(path: Path, *, what: str, max_bytes: int) -> bytes:
 def load_ca_key(path: str | os.PathLike[str], passphrase: bytes) -> CAKey:
     """Load an encrypted OpenSSH CA private key.
 
-    Raises CAKeyError when the file is missing, is accessible by group or
-    others (the message names the file and the chmod to run), is not an
-    encrypted OpenSSH private key, the passphrase is wrong, or the key type is
-    not a supported CA key type.
+    Raises CAKeyError when the file is missing or is not an encrypted OpenSSH
+    private key, when the passphrase is wrong, or when the key type is not a
+    supported CA key type. A file that group or others can access is also
+    rejected, and that message names the file and the chmod to run.
     """
     _check_passphrase(passphrase)
     path = Path(path)
@@ -329,7 +329,7 @@ def load_ca_key(path: str | os.PathLike[str], passphrase: bytes) -> CAKey:
         # UnsupportedAlgorithm (for example DSA) and anything else cryptography
         # cannot load; the message must not echo key material.
         raise CAKeyError(
-            f"CA key file {path} holds a key type that cannot be used; "
+            f"CA key file {path} contains an unsupported key type; "
             f"use one of {', '.join(KEY_TYPES)}",
             code="unsupported_key_type",
             field="path",
@@ -340,7 +340,7 @@ def load_ca_key(path: str | os.PathLike[str], passphrase: bytes) -> CAKey:
         ca_key = CAKey.from_private_key(private_key)
     except CAKeyError:
         raise CAKeyError(
-            f"CA key file {path} holds a key type that cannot be used; "
+            f"CA key file {path} contains an unsupported key type; "
             f"use one of {', '.join(KEY_TYPES)}",
             code="unsupported_key_type",
             field="path",
@@ -349,7 +349,7 @@ def load_ca_key(path: str | os.PathLike[str], passphrase: bytes) -> CAKey:
 
     if ca_key.key_type == "rsa" and private_key.key_size < MIN_CA_RSA_BITS:
         raise CAKeyError(
-            f"CA key file {path} holds a {private_key.key_size}-bit RSA key; a CA key needs "
+            f"CA key file {path} contains a {private_key.key_size}-bit RSA key; a CA key needs "
             f"at least {MIN_CA_RSA_BITS} bits, so create a new one",
             code="key_too_short",
             field="path",

@@ -1,6 +1,6 @@
 """User public keys: parse one OpenSSH public-key line strictly and vet it.
 
-The line is checked here before cryptography sees it, because cryptography
+The line is checked here before it is passed to cryptography, because cryptography
 is lenient in ways that matter for a CA (checked with cryptography 50):
 ``load_ssh_public_key`` returns the bare key of a certificate, and loads
 ``sk-*`` security-key blobs as plain Ed25519 or ECDSA keys, so signing them
@@ -217,7 +217,7 @@ def parse_user_key(
 
     ``ca_public_keys`` are the CA's own keys (CAKey objects, public key
     objects or authorized_keys lines), which must never be signed as user
-    keys. ``revoked_fingerprints`` holds "SHA256:..." fingerprints of revoked
+    keys. ``revoked_fingerprints`` contains "SHA256:..." fingerprints of revoked
     keys. Leading and trailing white space is ignored; anything else that is
     not a well-formed key is rejected.
 

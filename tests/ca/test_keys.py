@@ -270,7 +270,7 @@ def test_load_short_rsa_key(tmp_path):
     path.chmod(0o600)
 
     with pytest.raises(
-        CAKeyError, match=rf"CA key file {path} holds a 2048-bit RSA key; a CA key needs at least 3072 bits"
+        CAKeyError, match=rf"CA key file {path} contains a 2048-bit RSA key; a CA key needs at least 3072 bits"
     ) as info:
         load_ca_key(path, PASSPHRASE)
 
@@ -290,7 +290,7 @@ def test_load_dsa_key(tmp_path):
     path.write_bytes(data)
     path.chmod(0o600)
 
-    with pytest.raises(CAKeyError, match=rf"CA key file {path} holds a key type that cannot be used") as info:
+    with pytest.raises(CAKeyError, match=rf"CA key file {path} contains an unsupported key type") as info:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", CryptographyDeprecationWarning)
             load_ca_key(path, PASSPHRASE)

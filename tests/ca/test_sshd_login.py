@@ -168,19 +168,22 @@ def test_other_principal_refused(server, ca_keys, user_keys, tmp_path, login, pr
 
 def test_expired_window_refused(server, ca_keys, user_keys, tmp_path):
     key = user_keys("ed25519")
-    now = datetime.now(timezone.utc)
-    cert, issued = issue(
-        ca_keys("ed25519"), key, tmp_path, valid_after=now - timedelta(seconds=1), window=timedelta(seconds=3)
-    )
+    certificates = {}
 
-    # Inside the window both clients get in.
-    assert login_openssh(server, key, cert, "true").status == 0
-    assert login_paramiko(server, key, cert, "true").status == 0
-
-    wait = (issued.valid_before - datetime.now(timezone.utc)).total_seconds() + 1.1
-    time.sleep(max(wait, 0))
-
+    # Each client gets its own certificate with a window of a few seconds,
+    # issued right before the login inside the window.
     for login in (login_openssh, login_paramiko):
+        now = datetime.now(timezone.utc)
+        cert, issued = issue(
+            ca_keys("ed25519"), key, tmp_path, valid_after=now - timedelta(seconds=1), window=timedelta(seconds=5)
+        )
+        certificates[login] = (cert, issued)
+        assert login(server, key, cert, "true").status == 0, login.__name__
+
+    last_end = max(issued.valid_before for _, issued in certificates.values())
+    time.sleep(max((last_end - datetime.now(timezone.utc)).total_seconds() + 1.1, 0))
+
+    for login, (cert, _) in certificates.items():
         since = server.log_offset()
         outcome = login(server, key, cert, "echo should-not-run")
         assert outcome.refused, login.__name__

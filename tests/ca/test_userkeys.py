@@ -296,7 +296,8 @@ def test_malformed_rejected(ed25519_line, name, mutate, code, message):
 
 def test_base64_non_zero_padding_bits_rejected(user_keys):
     line = " ".join(public_text(user_keys("ecdsa-p256")).split()[:2])
-    assert line.endswith("=") and not line.endswith("==")
+    assert line.endswith("=")
+    assert not line.endswith("==")
     # The character before '=' carries 2 unused bits; set one of them.
     last = line[-2]
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
