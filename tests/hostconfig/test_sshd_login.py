@@ -13,6 +13,7 @@ import sys
 
 import pytest
 
+from ca.keys import CAKey, generate_ca_key
 from tests.hostconfig.conftest import make_identity, run_cli, sign, write_ca_keys, write_main_config
 from tests.support.sshd import make_secure_dir
 
@@ -168,8 +169,6 @@ def test_listed_other_login_authenticates(hosts, ca_key, identities):
 
 
 def test_certificate_from_other_ca_refused(hosts, identities):
-    from ca.keys import CAKey, generate_ca_key
-
     other_ca = CAKey.from_private_key(generate_ca_key("ed25519"))
     identity = make_identity(identities, "db1-root-other-ca")
     sign(other_ca, identity, ["root@db1"], serial=109)
@@ -202,3 +201,28 @@ def test_sshca_command_sets_up_host(tmp_path, secure_dir, ca_key, sshd_factory):
     sign(ca_key, identity, ["root@web1"], serial=110)
 
     assert ssh(sshd, identity, "root").returncode == 0
+
+
+def test_rotation_trusts_both_ca_keys(tmp_path, secure_dir, ca_key, sshd_factory):
+    # During a CA rotation user_ca.pub lists the old and the new key, and
+    # certificates from either CA log in.
+    new_ca = CAKey.from_private_key(generate_ca_key("ecdsa-p256"))
+    secure_dir.chmod(0o755)
+    config = write_main_config(secure_dir)
+    inventory = tmp_path / "inventory.toml"
+    inventory.write_text(INVENTORY, encoding="utf-8")
+    ca_keys = write_ca_keys(tmp_path / "ca.pub", ca_key, new_ca)
+    out = tmp_path / "out"
+    assert run_cli("render", "db2", "--inventory", inventory, "--ca-keys", ca_keys,
+                   "--server", "http://127.0.0.1:9", "--prefix", secure_dir,
+                   "--out", out).exit_code == 0
+    assert run_cli("install", out).exit_code == 0
+    sshd = sshd_factory(secure_dir, config_path=config)
+
+    for serial, signer in ((111, ca_key), (112, new_ca)):
+        identity = make_identity(tmp_path, f"db2-root-{serial}")
+        sign(signer, identity, ["root@db2"], serial=serial)
+
+        result = ssh(sshd, identity, "root")
+
+        assert result.returncode == 0, f"CA {signer.fingerprint}: {result.stderr}"
