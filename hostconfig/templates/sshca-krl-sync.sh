@@ -4,7 +4,7 @@
 #
 # Written by `sshca hostconfig render`. The settings below are defaults;
 # the environment overrides them (the systemd service reads
-# /etc/default/sshca-krl-sync). Needs only sh, curl and ssh-keygen.
+# /etc/default/sshca-krl-sync). Needs sh, curl, ssh-keygen, cmp and coreutils.
 #
 # A download is checked with `ssh-keygen -Q` against a probe key that no KRL
 # revokes, and goes live by rename(2) in the KRL's own directory, so sshd
