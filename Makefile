@@ -22,5 +22,8 @@ system-packages:
 test: system-packages $(STAMP)
 	$(BIN)/pytest -n 2 --dist loadgroup
 
+demo: system-packages $(STAMP)
+	$(BIN)/python scripts/demo.py
+
 clean:
 	rm -rf $(VENV) build *.egg-info
