@@ -194,15 +194,18 @@ def _split_line(text: str) -> tuple[str, str]:
 
 
 def _fingerprints_of(ca_public_keys: Iterable) -> set[str]:
+    """Return the fingerprints of CA keys given as lines, key objects or objects with a fingerprint."""
     fingerprints = set()
     for ca_key in ca_public_keys:
         if isinstance(ca_key, str):
             key_type, encoded = ca_key.split()[:2]
-            ca_key = serialization.load_ssh_public_key(f"{key_type} {encoded}".encode("ascii"))
-        elif hasattr(ca_key, "public_key") and hasattr(ca_key, "fingerprint"):
-            # A CAKey or a UserKey.
-            ca_key = ca_key.public_key
-        fingerprints.add(fingerprint(ca_key))
+            loaded = serialization.load_ssh_public_key(f"{key_type} {encoded}".encode("ascii"))
+            fingerprints.add(fingerprint(loaded))
+        elif isinstance(getattr(ca_key, "fingerprint", None), str):
+            # A CAKey, a UserKey or a stored record with an "SHA256:..." fingerprint.
+            fingerprints.add(ca_key.fingerprint)
+        else:
+            fingerprints.add(fingerprint(ca_key))
     return fingerprints
 
 
