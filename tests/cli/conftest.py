@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
+
+from tests.support.live_server import LiveServer
 
 # The console script installed beside the interpreter running the tests.
 SSHCA = str(Path(sys.executable).parent / "sshca")
@@ -111,3 +114,22 @@ def agent():
     finally:
         agent.stop()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+class PatientLiveServer(LiveServer):
+    """LiveServer that keeps polling /healthz when a read times out.
+
+    NOTE: LiveServer._wait_healthy retries only on connection errors, but
+    gunicorn accepts connections before its workers have booted, so on a
+    busy machine the first /healthz read can time out and abort the start.
+    """
+
+    def _wait_healthy(self) -> None:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                return super()._wait_healthy()
+            except requests.Timeout:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise
