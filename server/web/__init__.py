@@ -1,7 +1,7 @@
 """Server-rendered pages under /ui for approvers, engineers and auditors.
 
 The pages call the same service layer as the JSON API (:mod:`server.service`),
-so every rule the API enforces holds here too. They need no JavaScript: each
+so every rule the API enforces applies here too. They need no JavaScript: each
 action is a plain HTML form with a CSRF token.
 """
 

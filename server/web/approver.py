@@ -1,6 +1,6 @@
 """The approver inbox, the request page, and the actions on one request.
 
-Which buttons a page shows is only a hint worked out from the policy; every
+The buttons a page shows are only a hint worked out from the policy. Every
 action goes to the service layer, which makes the real decision and rejects
 what the user may not do, whatever the page showed.
 """

@@ -106,6 +106,8 @@ def _cursor() -> int | None:
 
 def _chain_status():
     # A session of its own: verification detaches what its session loaded.
+    # NOTE: this re-reads the whole audit log on every auditor page load, so
+    # the pages slow down as the log grows. Caching the result per head hash would fix it.
     return service().verify_audit(g.viewer)
 
 

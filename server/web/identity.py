@@ -1,4 +1,4 @@
-"""Who is signed in: a session started with a personal token, or a trusted SSO proxy.
+"""Sign-in state: a session started with a personal token, or a user named by a trusted SSO proxy.
 
 The session cookie stores the database ids of the user and of the token they
 signed in with, never the token itself. Every request loads the token row

@@ -1,9 +1,9 @@
 """The /ui pages in real headless Chromium against ``sshca serve`` on 127.0.0.1.
 
 Chromium is Debian's package, started through Playwright with
-``executable_path``; nothing downloads a browser. One browser and one server
-serve the whole module; each test gets a fresh browser context, so cookies
-never leak from one test to the next.
+``executable_path``, so nothing downloads a browser. One browser and one
+server serve the whole module. Each test gets a fresh browser context, so
+cookies never leak from one test to the next.
 """
 
 from __future__ import annotations

@@ -660,3 +660,16 @@ def test_proxy_actions_need_csrf(proxy_app, site):
     response = client.post(f"/ui/requests/{created['id']}/approve", data={"csrf_token": csrf_from(page.text)}, **proxy)
     assert response.status_code == 303
     assert api_get(proxy_app.test_client(), site.tokens["carol"], f"/v1/requests/{created['id']}").get_json()["state"] == "approved"
+
+
+def test_disabled_user_sees_reason(app, site):
+    admin.add_user(site.config, "gina", groups=["sre"])
+    token = admin.create_token(site.config, "gina")[1]
+    client = app.test_client()
+    sign_in(client, token)
+    assert client.get("/ui/my-requests").status_code == 200
+
+    admin.set_user_disabled(site.config, "gina", True)
+    response = client.get("/ui/my-requests")
+    assert response.status_code == 403
+    assert "disabled" in response.text
