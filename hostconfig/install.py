@@ -153,6 +153,8 @@ def check_sshd_config(manifest: dict, *, root: str | Path = "/", sshd_config: st
 
     _check_principals_path(Path(manifest["principals_dir"]))
     _run_sshd(sshd, "-t", "-f", str(sshd_config))
+    # NOTE: sshd -T without -C skips Match blocks, so a Match block that
+    # overrides these settings for some users or addresses is not detected.
     effective = _effective_settings(sshd, sshd_config)
     expected = _dropin_settings(Path(dropin_target).read_text(encoding="utf-8"))
     for keyword, value in expected.items():

@@ -85,6 +85,9 @@ def write_main_config(root: Path) -> Path:
     from the rendered drop-in. The sshd test harness forces port, listen
     address and PID file on the command line.
     """
+    # sshd -t, which install runs, needs the privilege separation directory
+    # that the system's sshd service creates when it starts.
+    Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     ssh_dir = root / "etc/ssh"
     ssh_dir.mkdir(parents=True, exist_ok=True)
     host_key = root / "ssh_host_ed25519_key"
