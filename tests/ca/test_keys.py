@@ -381,3 +381,14 @@ def test_passphrase_file_then_load(tmp_path, written_key):
     ca = load_ca_key(written_key, read_passphrase(file=passphrase_path))
 
     assert ca.key_type == "ed25519"
+
+
+def test_write_refuses_symlink(tmp_path, ca_keys):
+    target = tmp_path / "elsewhere"
+    path = tmp_path / "ca_key"
+    path.symlink_to(target)
+
+    with pytest.raises(CAKeyError, match=r"already exists"):
+        write_ca_key(path, ca_keys("ed25519").private_key, PASSPHRASE)
+
+    assert not target.exists()
