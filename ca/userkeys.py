@@ -1,9 +1,9 @@
 """User public keys: parse one OpenSSH public-key line strictly and vet it.
 
-The line is checked here before it is passed to cryptography, because cryptography
-is lenient in ways that matter for a CA (checked with cryptography 50):
-``load_ssh_public_key`` returns the bare key of a certificate, and loads
-``sk-*`` security-key blobs as plain Ed25519 or ECDSA keys, so signing them
+The line is checked here before it is passed to cryptography, because
+cryptography 50 is lenient in two ways that matter for a CA. Its
+``load_ssh_public_key`` returns the bare key of a certificate. It also loads
+``sk-*`` security-key blobs as plain Ed25519 or ECDSA keys, and signing those
 would yield a certificate the security key cannot use.
 """
 
@@ -224,11 +224,11 @@ def parse_user_key(
     keys. Leading and trailing white space is ignored; anything else that is
     not a well-formed key is rejected.
 
-    Raises InvalidPublicKey (field ``public_key``) with a message and code for
-    each case: an oversized line, a bad format, a certificate, a security-key,
-    DSA or unknown type, invalid base64, a type that differs from the one in
-    the key data, trailing bytes, a short RSA key, the CA's own key, a
-    revoked key.
+    Raises InvalidPublicKey (field ``public_key``) with its own message and
+    code for each problem. The problems are an oversized line, a bad format,
+    a certificate, a security-key, DSA or unknown type, and invalid base64.
+    So are a type that differs from the one in the key data, trailing bytes,
+    a short RSA key, the CA's own key and a revoked key.
     """
     if min_rsa_bits < DEFAULT_MIN_RSA_BITS:
         raise ValueError(f"min_rsa_bits must be at least {DEFAULT_MIN_RSA_BITS}")
