@@ -91,6 +91,7 @@ def request_page(request_id: int):
         can_decide=may_decide(g.viewer, access_request, policy, svc.now),
         can_cancel=is_requester and state == "pending",
         can_revoke=may_revoke(g.viewer, access_request, policy, svc.now),
+        can_extend=is_requester and state == "approved",
         time_left=format_time_left,
     )
 
@@ -122,6 +123,17 @@ def cancel(request_id: int):
     service(write=True).cancel(g.viewer, check_request_id(request_id))
     flash(f"You cancelled request {request_id}.", "ok")
     return redirect(url_for("web.request_page", request_id=request_id), code=303)
+
+
+@bp.post("/requests/<int:request_id>/extend")
+@sign_in_required
+def extend(request_id: int):
+    created = service(write=True).extend(
+        g.viewer, check_request_id(request_id),
+        duration=request.form.get("duration", "").strip() or None, reason=request.form.get("reason"),
+    )
+    flash(f"Request {created.id} asks for more time after request {request_id}. It needs approval again.", "ok")
+    return redirect(url_for("web.request_page", request_id=created.id), code=303)
 
 
 @bp.post("/requests/<int:request_id>/revoke")

@@ -127,7 +127,7 @@ def test_pages_have_no_inline_script(app, site):
         html = client.get(path).text.lower()
         assert "<script" not in html, path
         assert " style=" not in html, path
-        assert " on" + "click=" not in html, path
+        assert not re.search(r"<[^>]+\son[a-z]+=", html), path
 
 
 def test_stylesheet_served(client):
@@ -673,3 +673,43 @@ def test_disabled_user_sees_reason(app, site):
     response = client.get("/ui/my-requests")
     assert response.status_code == 403
     assert "disabled" in response.text
+
+
+def test_extend_approved_request(app, site):
+    created = api_request(app.test_client(), site.tokens["erin"])
+    app.test_client().post(f"/v1/requests/{created['id']}/approve", headers={"Authorization": f"Bearer {site.tokens['bob']}"}, json={})
+    client = signed_in(app, site, "erin")
+    page = client.get(f"/ui/requests/{created['id']}")
+    assert "Request extension" in page.text
+
+    response = client.post(f"/ui/requests/{created['id']}/extend", data={
+        "csrf_token": csrf_from(page.text), "duration": "30m", "reason": "the migration runs long",
+    })
+    assert response.status_code == 303
+    extension_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    extension = request_state(app, site, extension_id)
+    assert extension["extends"] == created["id"]
+    assert extension["state"] == "pending"
+    assert extension["requested_start"] == request_state(app, site, created["id"])["ends_at"]
+    assert f'href="/ui/requests/{created["id"]}"' in client.get(f"/ui/requests/{extension_id}").text
+
+    pending_page = client.get(f"/ui/requests/{extension_id}").text
+    assert "Request extension" not in pending_page
+    refused = client.post(f"/ui/requests/{extension_id}/extend", data={
+        "csrf_token": csrf_from(page.text), "duration": "30m", "reason": "again",
+    })
+    assert refused.status_code == 409
+
+
+def test_auditor_sees_request_without_buttons(app, site):
+    created = api_request(app.test_client(), site.tokens["alice"])
+    client = signed_in(app, site, "carol")
+    page = client.get(f"/ui/requests/{created['id']}")
+    assert page.status_code == 200
+    assert ">Approve</button>" not in page.text
+    assert ">Deny</button>" not in page.text
+
+    response = client.post(f"/ui/requests/{created['id']}/approve", data={"csrf_token": csrf_from(page.text)})
+    assert response.status_code == 403
+    assert "not an approver" in response.text
+    assert request_state(app, site, created["id"])["state"] == "pending"
