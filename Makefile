@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo system-packages clean
+.PHONY: test demo bench system-packages clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ test: system-packages $(STAMP)
 
 demo: system-packages $(STAMP)
 	$(BIN)/python scripts/demo.py
+
+bench: system-packages $(STAMP)
+	$(BIN)/python bench/sign_bench.py
+	$(BIN)/python bench/issue_bench.py --database sqlite
+	$(BIN)/python bench/issue_bench.py --database postgres
+	$(BIN)/python bench/audit_query_bench.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
