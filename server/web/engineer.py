@@ -68,6 +68,8 @@ def requestable(policy, inventory, viewer) -> tuple[list[RuleChoice], list[HostC
 @sign_in_required
 def my_requests():
     svc = service()
+    # NOTE: list_requests returns the newest 500 requests the viewer may see.
+    # For an auditor or a busy approver, older requests of their own can fall outside them.
     mine = [item for item in svc.list_requests(g.viewer) if item.requester_id == g.viewer.id]
     return render_template(
         "web/my_requests.html",
