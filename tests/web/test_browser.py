@@ -204,3 +204,46 @@ def test_sign_out_redirects_to_sign_in(page, server):
         page.goto(path)
         assert page.url.startswith(server.url + "/ui/sign-in?next="), path
         assert page.locator("input[name=token]").count() == 1, path
+
+
+def test_engineer_requests_and_ends_access(page, server):
+    sign_in(page, server, "erin")
+    page.click("nav >> text=New request")
+    page.check("input[name=hosts][value='db2.example.com']")
+    page.select_option("select[name=login]", "postgres")
+    page.fill("input[name=duration]", "45m")
+    page.fill("textarea[name=reason]", "rebuild an index on db2")
+    page.click("button:has-text('Send request')")
+
+    page.wait_for_url("**/ui/requests/*")
+    request_id = int(page.url.rsplit("/", 1)[1])
+    assert page.locator("h1 .state").inner_text() == "pending"
+    assert page.locator("pre.command").count() == 0
+    created = request_json(server, request_id)
+    assert (created["hosts"], created["login"], created["duration_seconds"]) == (["db2.example.com"], "postgres", 2700)
+
+    assert server.post(f"/v1/requests/{request_id}/approve", user="bob", json={}).status_code == 200
+    page.click("nav >> text=My requests")
+    row = page.locator("tbody tr", has=page.locator(f"a[href='/ui/requests/{request_id}']"))
+    assert "approved" in row.locator(".state").inner_text()
+    assert "left" in row.inner_text()
+
+    row.locator(f"a[href='/ui/requests/{request_id}']").click()
+    assert page.locator("pre.command").inner_text() == f"sshca cert {request_id}"
+    page.fill("form[action$='/revoke'] input[name=reason]", "index rebuilt")
+    page.click("button:has-text('End access now')")
+
+    assert page.locator("h1 .state").inner_text() == "revoked"
+    assert request_json(server, request_id)["state"] == "revoked"
+
+
+def test_live_pages_send_security_headers(page, server):
+    response = page.goto("/ui/sign-in")
+    headers = response.headers
+    assert headers["content-security-policy"].startswith("default-src 'none'; style-src 'self'")
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "no-referrer"
+    assert headers["cache-control"] == "no-store"
+
+    # The stylesheet loads under the policy: the sign-in box is laid out by it.
+    assert page.locator(".signin").evaluate("element => getComputedStyle(element).maxWidth") == "416px"
