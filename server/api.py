@@ -103,6 +103,7 @@ def healthz():
         "database": "ok",
         "policy_sha256": snapshot.policy.sha256,
         "inventory_sha256": snapshot.inventory.sha256,
+        "ca_fingerprint": snapshot.signer.fingerprint,
     })
 
 

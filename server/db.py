@@ -11,8 +11,6 @@ from __future__ import annotations
 from importlib import resources
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
 from sqlalchemy.orm import Session, sessionmaker
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
@@ -72,8 +70,11 @@ def _sqlite_begin(connection):
         connection.exec_driver_sql("BEGIN")
 
 
-def alembic_config(url: str) -> AlembicConfig:
+def alembic_config(url: str):
     """Return an Alembic configuration for the migrations shipped in server/migrations."""
+    # Imported here: the service itself never migrates, and Alembic is slow to import.
+    from alembic.config import Config as AlembicConfig
+
     config = AlembicConfig()
     config.set_main_option("script_location", str(resources.files("server") / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
@@ -82,6 +83,8 @@ def alembic_config(url: str) -> AlembicConfig:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate the database at ``url`` to ``revision``."""
+    from alembic import command
+
     engine = create_engine(url)
     try:
         with engine.begin() as connection:

@@ -22,6 +22,10 @@ class SSHCAApplication(BaseApplication):
     def load_config(self):
         for key, value in self.options.items():
             self.cfg.set(key, value)
+        # Import the code (not the app) in the master, so a forked worker only
+        # loads the configuration, the CA key and the policy. That keeps the
+        # pause short when SIGHUP replaces every worker at once.
+        import server.app  # noqa: F401
 
     def load(self):
         from server.app import create_app

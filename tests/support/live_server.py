@@ -176,9 +176,10 @@ class LiveServer:
             if self.process.poll() is not None:
                 raise RuntimeError(f"sshca serve exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                if requests.get(self.url + "/healthz", timeout=5).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
+                # Not listening yet, or the workers are still booting.
                 pass
             time.sleep(0.1)
         self.stop()
@@ -213,7 +214,8 @@ class LiveServer:
         while streak < 4 * self.workers:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not reload within {START_TIMEOUT}s:\n{self.log_tail()}")
-            body = requests.get(self.url + "/healthz", timeout=5).json()
+            # While gunicorn replaces its workers, requests wait in the listen queue.
+            body = requests.get(self.url + "/healthz", timeout=START_TIMEOUT).json()
             streak = streak + 1 if (body.get("policy_sha256"), body.get("inventory_sha256")) == wanted else 0
             time.sleep(0.05)
         # Old workers finish their requests and exit; give them a moment.
