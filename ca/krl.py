@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from ca.errors import KRLError, quote_value
 from ca.keys import public_key_line
@@ -71,9 +72,23 @@ def _check_serials(serials: Iterable[int]) -> list[int]:
     return sorted(checked)
 
 
-def _run_ssh_keygen(arguments: list[str], cwd: Path) -> None:
+def _check_key_ids(key_ids: Iterable[str]) -> list[str]:
+    checked = []
+    for key_id in key_ids:
+        if not isinstance(key_id, str) or not key_id or not (key_id.isascii() and key_id.isprintable()):
+            raise KRLError(
+                f"invalid key ID {quote_value(key_id)} for the KRL: expected non-empty printable ASCII",
+                code="invalid_key_id",
+                field="key_ids",
+                value=quote_value(key_id),
+            )
+        checked.append(key_id)
+    return list(dict.fromkeys(checked))
+
+
+def _run_ssh_keygen(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
     try:
-        result = subprocess.run(
+        return subprocess.run(
             arguments,
             cwd=cwd,
             capture_output=True,
@@ -90,12 +105,15 @@ def _run_ssh_keygen(arguments: list[str], cwd: Path) -> None:
         ) from None
     except subprocess.TimeoutExpired:
         raise KRLError(
-            f"{arguments[0]} -k did not finish within {_TIMEOUT_SECONDS} seconds",
+            f"{arguments[0]} {arguments[1]} did not finish within {_TIMEOUT_SECONDS} seconds",
             code="ssh_keygen_failed",
             field="ssh_keygen",
             value=arguments[0],
         ) from None
 
+
+def _write_with_ssh_keygen(arguments: list[str], cwd: Path) -> None:
+    result = _run_ssh_keygen(arguments, cwd)
     if result.returncode != 0:
         raise KRLError(
             f"{arguments[0]} -k failed with exit status {result.returncode}: "
@@ -106,11 +124,36 @@ def _run_ssh_keygen(arguments: list[str], cwd: Path) -> None:
         )
 
 
+def _check_readable(krl_path: Path, ssh_keygen: str, cwd: Path) -> None:
+    """Raise KRLError unless ``ssh-keygen -Q`` can read the KRL at ``krl_path``.
+
+    sshd loads RevokedKeys with the same code and refuses every key when it
+    cannot, so an unreadable KRL must never be served. OpenSSH 9.2 writes
+    one when revoked serials are dense over a span of more than 16,384: the
+    serial bitmap it chooses is larger than its own reader accepts.
+    """
+    probe = cwd / "probe.pub"
+    probe.write_text(public_key_line(ed25519.Ed25519PrivateKey.generate().public_key()) + "\n", encoding="ascii")
+
+    # Exit status 0: the random probe key is not revoked, so the KRL was read.
+    result = _run_ssh_keygen([ssh_keygen, "-Q", "-f", str(krl_path), str(probe)], cwd)
+    if result.returncode != 0:
+        raise KRLError(
+            f"{ssh_keygen} -Q cannot read the KRL that {ssh_keygen} -k wrote "
+            f"({result.stderr.strip()[-300:]}); sshd would refuse every key with it. "
+            "Revoke these certificates by key ID instead of by serial",
+            code="unreadable_krl",
+            field="serials",
+            value=ssh_keygen,
+        )
+
+
 def build_krl(
     *,
     serials: Iterable[int],
     public_keys: Iterable[str],
     ca_public_keys: Iterable[str],
+    key_ids: Iterable[str] = (),
     ssh_keygen: str = "ssh-keygen",
 ) -> bytes:
     """Build a KRL with ``ssh-keygen -k`` and return its bytes.
@@ -119,18 +162,21 @@ def build_krl(
     in ``ca_public_keys`` (all trusted CA keys during a rotation, since a
     serial is only unique together with its CA). ``public_keys`` are revoked
     public keys as OpenSSH lines; they are revoked whatever CA signed them.
-    With nothing revoked the result is a valid, empty KRL.
+    ``key_ids`` revoke certificates by key ID under every CA key, like
+    serials. With nothing revoked the result is a valid, empty KRL.
 
-    Raises KRLError for an invalid serial or key, for serials without any CA
-    key, and when ssh-keygen fails.
+    Raises KRLError for an invalid serial, key ID or key, for serials or key
+    IDs without any CA key, when ssh-keygen fails, and (code
+    ``unreadable_krl``) when ssh-keygen cannot read back the KRL it wrote.
     """
     serials = _check_serials(serials)
+    key_ids = _check_key_ids(key_ids)
     key_lines = [_public_line(key, "public_keys") for key in public_keys]
     ca_lines = list(dict.fromkeys(_public_line(key, "ca_public_keys") for key in ca_public_keys))
 
-    if serials and not ca_lines:
+    if (serials or key_ids) and not ca_lines:
         raise KRLError(
-            "cannot revoke serials without the CA public keys that issued them; "
+            "cannot revoke serials or key IDs without the CA public keys that issued them; "
             "pass the trusted CA public keys",
             code="missing_ca_keys",
             field="ca_public_keys",
@@ -144,21 +190,23 @@ def build_krl(
         # The first run creates the KRL with the revoked keys (or empty).
         keys_spec = workdir / "keys.spec"
         keys_spec.write_text("".join(f"key: {line}\n" for line in key_lines), encoding="ascii")
-        _run_ssh_keygen([ssh_keygen, "-q", "-k", "-f", str(krl_path), str(keys_spec)], workdir)
+        _write_with_ssh_keygen([ssh_keygen, "-q", "-k", "-f", str(krl_path), str(keys_spec)], workdir)
 
-        # ssh-keygen takes one CA per run (-s), so serials are added once per
-        # CA key with -u (update the existing KRL).
-        if serials:
-            serials_spec = workdir / "serials.spec"
-            serials_spec.write_text("".join(f"serial: {n}\n" for n in serials), encoding="ascii")
+        # ssh-keygen takes one CA per run (-s), so serials and key IDs are
+        # added once per CA key with -u (update the existing KRL).
+        if serials or key_ids:
+            certificates_spec = workdir / "certificates.spec"
+            lines = [f"serial: {n}\n" for n in serials] + [f"id: {key_id}\n" for key_id in key_ids]
+            certificates_spec.write_text("".join(lines), encoding="ascii")
             for index, ca_line in enumerate(ca_lines):
                 ca_path = workdir / f"ca{index}.pub"
                 ca_path.write_text(ca_line + "\n", encoding="ascii")
-                _run_ssh_keygen(
-                    [ssh_keygen, "-q", "-k", "-u", "-f", str(krl_path), "-s", str(ca_path), str(serials_spec)],
+                _write_with_ssh_keygen(
+                    [ssh_keygen, "-q", "-k", "-u", "-f", str(krl_path), "-s", str(ca_path), str(certificates_spec)],
                     workdir,
                 )
 
+        _check_readable(krl_path, ssh_keygen, workdir)
         data = krl_path.read_bytes()
 
     if not data.startswith(KRL_MAGIC):

@@ -132,8 +132,57 @@ def test_invalid_serial_rejected(ca_keys, serial):
     assert info.value.field == "serials"
 
 
+def test_key_ids_revoked_under_their_ca(tmp_path, ca_keys, user_keys):
+    ca = ca_keys("ed25519")
+    other_ca = ca_keys("ecdsa-p256")
+    key = user_keys("ed25519")
+    revoked = issue(ca, key, 40, tmp_path / "revoked-cert.pub")
+    kept = issue(ca, key, 41, tmp_path / "kept-cert.pub")
+    same_id_other_ca = issue(other_ca, key, 40, tmp_path / "other-cert.pub")
+
+    krl = tmp_path / "revoked.krl"
+    data = build_krl(
+        serials=[], key_ids=["user=alice request=1 serial=40"], public_keys=[], ca_public_keys=[ca.public_line()]
+    )
+    write_krl(krl, data)
+
+    assert is_revoked(krl, revoked)
+    assert not is_revoked(krl, kept)
+    assert not is_revoked(krl, same_id_other_ca)
+
+
+def test_dense_serials_over_bitmap_limit_rejected(ca_keys):
+    # OpenSSH 9.2's ssh-keygen -k encodes these serials as a bitmap wider
+    # than its own reader accepts; such a KRL would make sshd refuse every key.
+    ca = ca_keys("ed25519")
+
+    with pytest.raises(KRLError, match=r"ssh-keygen -Q cannot read the KRL that ssh-keygen -k wrote") as info:
+        build_krl(serials=range(3, 17000, 3), public_keys=[], ca_public_keys=[ca.public_line()])
+
+    assert info.value.code == "unreadable_krl"
+
+
+def test_many_key_ids_stay_readable(tmp_path, ca_keys, user_keys):
+    ca = ca_keys("ed25519")
+    last = issue(ca, user_keys("ed25519"), 16998, tmp_path / "last-cert.pub")
+    key_ids = [f"user=alice request=1 serial={n}" for n in range(3, 17000, 3)]
+
+    krl = tmp_path / "revoked.krl"
+    write_krl(krl, build_krl(serials=[], key_ids=key_ids, public_keys=[], ca_public_keys=[ca.public_line()]))
+
+    assert is_revoked(krl, last)
+
+
+@pytest.mark.parametrize("key_id", ["", "line\nbreak", "caf\u00e9", 7])
+def test_invalid_key_id_rejected(ca_keys, key_id):
+    with pytest.raises(KRLError, match=r"invalid key ID .* for the KRL: expected non-empty printable ASCII") as info:
+        build_krl(serials=[], key_ids=[key_id], public_keys=[], ca_public_keys=[ca_keys("ed25519").public_line()])
+
+    assert info.value.code == "invalid_key_id"
+
+
 def test_serials_need_ca_keys():
-    with pytest.raises(KRLError, match=r"cannot revoke serials without the CA public keys that issued them") as info:
+    with pytest.raises(KRLError, match=r"cannot revoke serials or key IDs without the CA public keys") as info:
         build_krl(serials=[1], public_keys=[], ca_public_keys=[])
 
     assert info.value.code == "missing_ca_keys"
@@ -200,7 +249,8 @@ def test_write_is_atomic_for_readers(tmp_path, ca_keys):
     # A reader polling the file while it is replaced must always see a whole KRL.
     krl = tmp_path / "revoked.krl"
     small = build_krl(serials=[], public_keys=[], ca_public_keys=[])
-    large = build_krl(serials=range(1, 20000, 2), public_keys=[], ca_public_keys=[ca_keys("ed25519").public_line()])
+    key_ids = [f"user=alice request=1 serial={n}" for n in range(1, 20000, 2)]
+    large = build_krl(serials=[], key_ids=key_ids, public_keys=[], ca_public_keys=[ca_keys("ed25519").public_line()])
     write_krl(krl, small)
     seen = set()
     stop = threading.Event()
