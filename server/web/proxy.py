@@ -4,6 +4,8 @@ Off by default. It is on only when both ``trusted_proxies`` (addresses or
 networks) and ``proxy_user_header`` are configured, and the header counts
 only on a connection whose peer address is one of the trusted proxies. From
 any other address the header is ignored, so a client cannot name itself.
+The peer address is ``request.remote_addr``, the TCP peer as long as the app
+does not rewrite it from X-Forwarded-For (werkzeug's ProxyFix with x_for).
 """
 
 from __future__ import annotations
