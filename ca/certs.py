@@ -482,7 +482,7 @@ def sign_certificate(ca: CAKey, spec: CertificateSpec, *, max_validity: timedelt
         valid_after=datetime.fromtimestamp(after, timezone.utc),
         valid_before=datetime.fromtimestamp(before, timezone.utc),
         ca_fingerprint=ca.fingerprint,
-        key_fingerprint=fingerprint(spec.public_key.public_key),
+        key_fingerprint=spec.public_key.fingerprint,
         extensions=tuple(sorted(extensions)),
         critical_options=critical_options,
     )
