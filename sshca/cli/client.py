@@ -345,18 +345,27 @@ def cert(request_id, key_path, no_agent):
     """
     with _client() as client:
         grant = client.get(f"/v1/requests/{request_id}")
+        _check_grant_state(grant, request_id)
 
+        made_key = False
         if key_path is None:
-            key_path, public_key = keys.create_grant_key(
+            key_path, public_key, made_key = keys.create_grant_key(
                 request_id, comment=f"sshca-request-{request_id}"
             )
         else:
             key_path = key_path.expanduser().absolute()
             public_key = keys.read_public_key(key_path)
 
-        issued = client.post(
-            f"/v1/requests/{request_id}/certificate", {"public_key": public_key}
-        )
+        try:
+            issued = client.post(
+                f"/v1/requests/{request_id}/certificate", {"public_key": public_key}
+            )
+        except CommandError:
+            # A key made for a refused certificate would stay forever: cleanup
+            # only removes keys beside an ended certificate.
+            if made_key:
+                keys.remove_key_files(key_path)
+            raise
 
     certificate_line = issued.get("certificate")
     if not isinstance(certificate_line, str) or not certificate_line.strip():
@@ -396,6 +405,26 @@ def cert(request_id, key_path, no_agent):
     click.echo("Log in with:")
     for line in output.ssh_commands(key_path, cert_file, login_name, grant.get("hosts") or []):
         click.echo(f"  {line}")
+
+
+def _check_grant_state(grant: dict, request_id: int) -> None:
+    """Raise CommandError unless the request is approved, before any key is made.
+
+    The server decides again when it signs; this only gives a clearer message
+    and avoids a key for a request that cannot get a certificate.
+    """
+    state = grant.get("state")
+    if state == "approved":
+        return
+    if state == "pending":
+        raise CommandError(
+            f"request {request_id} is pending ({output.approvals_progress(grant)}); "
+            f"run `sshca cert {request_id}` once it is approved, or wait with `sshca show {request_id}`"
+        )
+    raise CommandError(
+        f"request {request_id} is {state}, so it gets no certificate; "
+        "request access again with `sshca request`"
+    )
 
 
 # -- decisions ----------------------------------------------------------------

@@ -57,8 +57,8 @@ def ensure_key_dir() -> Path:
     return path
 
 
-def create_grant_key(request_id: int, comment: str) -> tuple[Path, str]:
-    """Return (private key path, public key line) of the key for a grant.
+def create_grant_key(request_id: int, comment: str) -> tuple[Path, str, bool]:
+    """Return (private key path, public key line, whether the key is new) for a grant.
 
     Reuses the key made by an earlier `sshca cert` for the same request, so
     fetching the certificate again does not leave a stray key behind.
@@ -68,7 +68,7 @@ def create_grant_key(request_id: int, comment: str) -> tuple[Path, str]:
     path = grant_key_path(request_id)
     public_path = public_path_for(path)
     if path.exists() and public_path.exists():
-        return path, read_public_key(path)
+        return path, read_public_key(path), False
 
     key = Ed25519PrivateKey.generate()
     private_bytes = key.private_bytes(
@@ -83,7 +83,21 @@ def create_grant_key(request_id: int, comment: str) -> tuple[Path, str]:
 
     write_file(path, private_bytes, mode=0o600)
     write_file(public_path, (public_line + "\n").encode(), mode=0o644)
-    return path, public_line
+    return path, public_line, True
+
+
+def remove_key_files(key_path: Path) -> list[Path]:
+    """Remove a key, its ``.pub`` and its certificate; return the paths removed."""
+    removed = []
+    for path in (key_path, public_path_for(key_path), cert_path_for(key_path)):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise CommandError(f"cannot remove {path}: {exc.strerror}")
+        removed.append(path)
+    return removed
 
 
 def read_public_key(key_path: Path) -> str:
@@ -183,17 +197,7 @@ def remove_expired_keys(now: datetime, *, keep: int | None = None) -> list[Remov
             continue
 
         key_path = directory / match.group(0)
-        paths = []
-        for path in (key_path, public_path_for(key_path), cert_file):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            except OSError as exc:
-                raise CommandError(
-                    f"cannot remove the expired file {path}: {exc.strerror}"
-                )
-            paths.append(path)
+        paths = remove_key_files(key_path)
         removed.append(Removed(int(match.group(1)), tuple(paths)))
     return removed
 

@@ -50,12 +50,17 @@ def format_relative(moment: datetime | None, now: datetime) -> str:
 
 
 def _human_span(seconds: int) -> str:
+    """Return "10m59s", "1h2m" or "3d4h": seconds are dropped from spans of an hour or more."""
     if seconds < 1:
         return "0s"
-    # Drop seconds from long spans: "1h59m" reads better than "1h59m37s".
     if seconds >= 3600:
         seconds -= seconds % 60
-    return format_duration(timedelta(seconds=seconds))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return "".join(parts)
 
 
 def format_cell(value) -> str:

@@ -41,14 +41,16 @@ def make_certificate(public_line: str, valid_before: datetime, principals=("depl
 
 
 def write_grant(request_id: int, valid_before: datetime):
-    path, public_line = keys.create_grant_key(request_id, comment="test")
+    path, public_line, _ = keys.create_grant_key(request_id, comment="test")
     keys.write_file(keys.cert_path_for(path), make_certificate(public_line, valid_before).encode(),
                     mode=0o644)
     return path
 
 
 def test_grant_key_files_and_modes(home):
-    path, public_line = keys.create_grant_key(12, comment="sshca-request-12")
+    path, public_line, made = keys.create_grant_key(12, comment="sshca-request-12")
+
+    assert made is True
 
     assert path == home / ".ssh" / "sshca" / "req-12"
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
@@ -62,12 +64,13 @@ def test_grant_key_files_and_modes(home):
 
 
 def test_grant_key_reused_for_same_request(home):
-    first_path, first_line = keys.create_grant_key(3, comment="c")
-    second_path, second_line = keys.create_grant_key(3, comment="c")
-    third_path, third_line = keys.create_grant_key(4, comment="c")
+    first_path, first_line, _ = keys.create_grant_key(3, comment="c")
+    second_path, second_line, second_made = keys.create_grant_key(3, comment="c")
+    third_path, third_line, _ = keys.create_grant_key(4, comment="c")
 
     assert first_path == second_path
     assert first_line == second_line
+    assert second_made is False
     assert third_line != first_line
 
 
@@ -81,12 +84,12 @@ def test_key_dir_mode_tightened(home):
 
 
 def test_read_public_key_from_pub_file(home):
-    path, line = keys.create_grant_key(5, comment="c")
+    path, line, _ = keys.create_grant_key(5, comment="c")
     assert keys.read_public_key(path) == line
 
 
 def test_read_public_key_derived_from_private(home):
-    path, line = keys.create_grant_key(5, comment="c")
+    path, line, _ = keys.create_grant_key(5, comment="c")
     keys.public_path_for(path).unlink()
 
     assert keys.read_public_key(path) == " ".join(line.split()[:2])
@@ -137,7 +140,7 @@ def test_cleanup_removes_only_ended_grants(home):
 
 def test_cleanup_leaves_foreign_files(home):
     directory = keys.ensure_key_dir()
-    key_path, public_line = keys.create_grant_key(9, comment="c")
+    key_path, public_line, _ = keys.create_grant_key(9, comment="c")
     ended_certificate = make_certificate(public_line, NOW - timedelta(days=1))
     foreign = {
         "id_ed25519-cert.pub": ended_certificate,
@@ -160,8 +163,8 @@ def test_cleanup_without_directory(home):
 
 
 def test_certificate_must_match_key(home):
-    _, ours = keys.create_grant_key(1, comment="c")
-    _, other = keys.create_grant_key(2, comment="c")
+    _, ours, _ = keys.create_grant_key(1, comment="c")
+    _, other, _ = keys.create_grant_key(2, comment="c")
 
     keys.check_certificate_matches(make_certificate(ours, NOW), ours)
     with pytest.raises(CommandError, match="certificate for a different key"):
@@ -169,21 +172,21 @@ def test_certificate_must_match_key(home):
 
 
 def test_certificate_without_principals_rejected(home):
-    _, ours = keys.create_grant_key(1, comment="c")
+    _, ours, _ = keys.create_grant_key(1, comment="c")
 
     with pytest.raises(CommandError, match="without principals"):
         keys.check_certificate_matches(make_certificate(ours, NOW, principals=()), ours)
 
 
 def test_plain_key_instead_of_certificate_rejected(home):
-    _, ours = keys.create_grant_key(1, comment="c")
+    _, ours, _ = keys.create_grant_key(1, comment="c")
 
     with pytest.raises(CommandError, match="public key instead of a certificate"):
         keys.check_certificate_matches(ours, ours)
 
 
 def test_agent_missing_gives_note(home):
-    path, _ = keys.create_grant_key(1, comment="c")
+    path, _, _ = keys.create_grant_key(1, comment="c")
 
     result = keys.add_to_agent(path, NOW + timedelta(hours=1), NOW)
 

@@ -38,7 +38,8 @@ def test_format_time_utc():
 
 def test_format_relative():
     assert output.format_relative(datetime(2026, 12, 4, 13, 59, 30, tzinfo=timezone.utc), NOW) == "in 1h59m"
-    assert output.format_relative(datetime(2026, 12, 4, 11, 58, 30, tzinfo=timezone.utc), NOW) == "90s ago"
+    assert output.format_relative(datetime(2026, 12, 4, 11, 58, 30, tzinfo=timezone.utc), NOW) == "1m30s ago"
+    assert output.format_relative(datetime(2026, 12, 6, 13, 0, 59, tzinfo=timezone.utc), NOW) == "in 2d1h"
 
 
 def test_table_aligns_columns():
