@@ -105,26 +105,30 @@ def write_config(data: dict, path: Path | None = None) -> Path:
 def load_settings(*, require_token: bool = True) -> Settings:
     """Return the settings from the environment and the config file.
 
-    Environment variables win over the file. Raises CommandError that tells
-    the user to run ``sshca login`` when the server URL or the token is missing.
+    Environment variables win over the file. The stored token is used only
+    with the stored server URL, so setting SSHCA_SERVER alone never sends it
+    to another server. Raises CommandError that tells the user to run
+    ``sshca login`` when the server URL or the token is missing.
     """
-    data = {}
-    server = os.environ.get(SERVER_ENV)
-    token = os.environ.get(TOKEN_ENV)
-    if not server or not token:
-        data = read_config()
-    server = server or data.get("server")
-    token = token or data.get("token")
+    env_server = os.environ.get(SERVER_ENV)
+    env_token = os.environ.get(TOKEN_ENV)
+    data = read_config() if not (env_server and env_token) else {}
 
+    server = env_server or data.get("server")
     if not server:
         raise CommandError(
             "no sshca server configured: run `sshca login --server URL` "
             f"or set {SERVER_ENV}"
         )
     server = normalize_server_url(str(server))
+
+    token = env_token
+    if not token and data.get("token") and data.get("server"):
+        if normalize_server_url(str(data["server"])) == server:
+            token = str(data["token"])
     if require_token and not token:
         raise CommandError(
             f"no API token for {server}: run `sshca login --server {server}` "
             f"or set {TOKEN_ENV}"
         )
-    return Settings(server=server, token=str(token) if token else None)
+    return Settings(server=server, token=token)

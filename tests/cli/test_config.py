@@ -115,3 +115,18 @@ def test_invalid_server_url(url):
 def test_settings_repr_hides_token():
     settings = config.Settings(server="http://h", token="very-secret-token")
     assert "very-secret-token" not in repr(settings)
+
+
+def test_stored_token_not_sent_elsewhere(xdg, monkeypatch):
+    config.write_config({"server": "http://file:1", "token": "from-file"})
+    monkeypatch.setenv(config.SERVER_ENV, "http://other:2")
+
+    with pytest.raises(CommandError, match=r"no API token for http://other:2"):
+        config.load_settings()
+
+
+def test_stored_token_with_same_server_from_env(xdg, monkeypatch):
+    config.write_config({"server": "http://file:1", "token": "from-file"})
+    monkeypatch.setenv(config.SERVER_ENV, "http://file:1/")
+
+    assert config.load_settings().token == "from-file"

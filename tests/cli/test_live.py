@@ -8,7 +8,11 @@ prod-web requests (one approval), erin is an auditor.
 import csv
 import io
 import json
+import os
+import pty
 import re
+import select
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -525,3 +529,59 @@ def test_audit_verify_broken_chain(tampered_server, tmp_path):
 
     assert_one_line_error(result)
     assert "audit chain broken at event" in result.stderr
+
+
+def test_wait_interrupted(as_user):
+    process, request_id = start_waiting(as_user, DB_HOST)
+    try:
+        process.stderr.readline()  # the first progress line: the loop is running
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        process.kill()
+        process.communicate()
+
+    assert process.returncode == 1
+    assert f"Error: stopped waiting; request {request_id} is still pending" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_login_prompt_hides_token(server, cli):
+    token = server.token("carol")
+    controller, terminal = pty.openpty()
+    try:
+        process = subprocess.Popen([SSHCA, "login", "--server", server.url], env=cli.env,
+                                   stdin=terminal, stdout=terminal, stderr=terminal)
+        os.close(terminal)
+        seen = read_until(controller, b"API token: ")
+        os.write(controller, token.encode() + b"\n")
+        process.wait(timeout=60)
+        seen += read_until(controller, None)
+    finally:
+        os.close(controller)
+
+    assert process.returncode == 0, seen
+    assert token.encode() not in seen
+    assert b"Stored the server URL and token" in seen
+    assert f'token = "{token}"' in (cli.home / ".config" / "sshca" / "config.toml").read_text()
+
+
+def read_until(fd: int, marker: bytes | None, timeout: float = 60) -> bytes:
+    """Read from a pty until ``marker`` appears, or until it closes when ``marker`` is None."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while marker is None or marker not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise AssertionError(f"timed out waiting for {marker!r}; read {data!r}")
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # EIO: the other side closed
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
