@@ -5,81 +5,37 @@ They talk to the sshca server over HTTP only. Exit codes: 0 success,
 2 usage error.
 """
 
-import json
 import os
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 
 import click
 
-from ca.durations import parse_duration, parse_time
-from ca.errors import CAError
 from sshca.cli import keys, output
+# The sshca dispatcher loads every client command, `audit` too, from this module.
+from sshca.cli.audit import audit  # noqa: F401
+from sshca.cli.common import (
+    CONTEXT,
+    DURATION,
+    REQUEST_ID,
+    TIME,
+    api_client,
+    iso_utc,
+    now_utc,
+    print_json,
+)
 from sshca.cli.config import (
+    SERVER_ENV,
+    Settings,
     config_path,
-    load_settings,
     normalize_server_url,
     read_config,
     write_config,
-    Settings,
-    SERVER_ENV,
 )
 from sshca.cli.errors import CommandError
 from sshca.cli.http import ApiClient, ApiError
-
-TERMINAL_STATES = ("denied", "cancelled", "expired", "revoked")
-CONTEXT = {"help_option_names": ["-h", "--help"]}
-
-
-class DurationType(click.ParamType):
-    """A duration such as ``90s``, ``30m``, ``2h``, ``1d`` or whole seconds."""
-
-    name = "DURATION"
-
-    def convert(self, value, param, ctx):
-        if not isinstance(value, str):
-            return value
-        try:
-            return parse_duration(value, field=param.name if param else "duration")
-        except CAError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-class TimeType(click.ParamType):
-    """An ISO 8601 time with an offset, such as ``2026-12-04T19:30:00+01:00``."""
-
-    name = "TIME"
-
-    def convert(self, value, param, ctx):
-        if not isinstance(value, str):
-            return value
-        try:
-            return parse_time(value, field=param.name if param else "time")
-        except CAError as exc:
-            self.fail(str(exc), param, ctx)
-
-
-DURATION = DurationType()
-TIME = TimeType()
-REQUEST_ID = click.IntRange(min=1)
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _client() -> ApiClient:
-    return ApiClient(load_settings())
-
-
-def _print_json(data) -> None:
-    click.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 # -- login ------------------------------------------------------------------
@@ -190,9 +146,9 @@ def request(hosts, login_name, duration, reason, start, wait, poll, as_json):
         "reason": reason,
     }
     if start is not None:
-        body["starts_at"] = _iso(start)
+        body["starts_at"] = iso_utc(start)
 
-    with _client() as client:
+    with api_client() as client:
         created = client.post("/v1/requests", body)
         _report_created(created, as_json)
         if wait:
@@ -217,7 +173,7 @@ def extend(request_id, duration, reason, wait, poll, as_json):
     Once approved, run `sshca cert NEW_ID` for a certificate covering it.
     """
     body = {"duration": int(duration.total_seconds()), "reason": reason}
-    with _client() as client:
+    with api_client() as client:
         created = client.post(f"/v1/requests/{request_id}/extend", body)
         _report_created(created, as_json)
         if wait:
@@ -226,7 +182,7 @@ def extend(request_id, duration, reason, wait, poll, as_json):
 
 def _report_created(created: dict, as_json: bool) -> None:
     if as_json:
-        _print_json(created)
+        print_json(created)
     else:
         click.echo(output.request_summary(created))
 
@@ -254,7 +210,7 @@ def _wait_for_decision(client: ApiClient, request: dict, poll) -> None:
 
     state = request.get("state")
     if state == "approved":
-        window = output.format_window(request, _now())
+        window = output.format_window(request, now_utc())
         click.echo(f"Request {request_id} is approved: {window}.")
         click.echo(f"Fetch the certificate with: sshca cert {request_id}")
         return
@@ -272,17 +228,17 @@ def _wait_for_decision(client: ApiClient, request: dict, poll) -> None:
 def list_requests(state, as_json):
     """List requests you made or may act on (auditors see all)."""
     params = {"state": state} if state else None
-    with _client() as client:
+    with api_client() as client:
         data = client.get("/v1/requests", params=params)
     requests_ = data.get("requests") or []
     if as_json:
-        _print_json(data)
+        print_json(data)
         return
     if not requests_:
         click.echo("No requests." if not state else f"No {state} requests.")
         return
 
-    now = _now()
+    now = now_utc()
     rows = []
     for item in requests_:
         rows.append([
@@ -317,12 +273,12 @@ def _list_when(item: dict, now: datetime) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the server's JSON.")
 def show(request_id, as_json):
     """Show request ID with its approvals, window and certificates."""
-    with _client() as client:
+    with api_client() as client:
         data = client.get(f"/v1/requests/{request_id}")
     if as_json:
-        _print_json(data)
+        print_json(data)
     else:
-        click.echo(output.request_details(data, _now()))
+        click.echo(output.request_details(data, now_utc()))
 
 
 # -- cert -------------------------------------------------------------------
@@ -343,7 +299,7 @@ def cert(request_id, key_path, no_agent):
     and prints the ssh command to use. Removes keys and certificates it made
     earlier whose windows have ended.
     """
-    with _client() as client:
+    with api_client() as client:
         grant = client.get(f"/v1/requests/{request_id}")
         _check_grant_state(grant, request_id)
 
@@ -377,7 +333,7 @@ def cert(request_id, key_path, no_agent):
     keys.check_certificate_matches(certificate_line, public_key)
     keys.write_file(cert_file, (certificate_line.strip() + "\n").encode(), mode=0o644)
 
-    now = _now()
+    now = now_utc()
     valid_before = keys.certificate_valid_before(cert_file)
     if valid_before is None:
         raise CommandError(f"cannot read the certificate written to {cert_file}; tell the sshca admin")
@@ -446,7 +402,7 @@ def _report_decision(verb: str, request: dict) -> None:
               help="A comment recorded with your approval.")
 def approve(request_id, comment):
     """Approve pending request ID (you cannot approve your own)."""
-    with _client() as client:
+    with api_client() as client:
         result = client.post(f"/v1/requests/{request_id}/approve", {"comment": comment})
     _report_decision("Approved", result)
 
@@ -457,7 +413,7 @@ def approve(request_id, comment):
               help="Why the request is denied; the requester reads it.")
 def deny(request_id, comment):
     """Deny pending request ID."""
-    with _client() as client:
+    with api_client() as client:
         result = client.post(f"/v1/requests/{request_id}/deny", {"comment": comment})
     _report_decision("Denied", result)
 
@@ -466,7 +422,7 @@ def deny(request_id, comment):
 @click.argument("request_id", metavar="ID", type=REQUEST_ID)
 def cancel(request_id):
     """Cancel your pending request ID."""
-    with _client() as client:
+    with api_client() as client:
         result = client.post(f"/v1/requests/{request_id}/cancel", {})
     _report_decision("Cancelled", result)
 
@@ -481,128 +437,6 @@ def revoke(request_id, reason):
     Every certificate issued for it goes into the revocation list that
     hosts pull.
     """
-    with _client() as client:
+    with api_client() as client:
         result = client.post(f"/v1/requests/{request_id}/revoke", {"reason": reason})
     _report_decision("Revoked", result)
-
-
-# -- audit ------------------------------------------------------------------
-
-FORMATS = click.Choice(["table", "csv", "jsonl"])
-
-
-@click.group(context_settings=CONTEXT)
-def audit():
-    """List, export and verify the audit log (auditors)."""
-
-
-def _filter_options(function):
-    options = [
-        click.option("--user", metavar="USER", help="Only this user."),
-        click.option("--request", "request_id", type=REQUEST_ID, metavar="ID",
-                     help="Only this request."),
-        click.option("--since", type=TIME, metavar="TIME",
-                     help="From this time on, ISO 8601 with offset."),
-        click.option("--until", type=TIME, metavar="TIME",
-                     help="Up to this time, ISO 8601 with offset."),
-        click.option("--format", "output_format", type=FORMATS, default="table",
-                     show_default=True, help="table for reading, csv or jsonl for export."),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
-
-
-def _time_params(since, until) -> dict:
-    params = {}
-    if since is not None:
-        params["since"] = _iso(since)
-    if until is not None:
-        params["until"] = _iso(until)
-    if since is not None and until is not None and until < since:
-        raise click.UsageError(f"--until {_iso(until)} is before --since {_iso(since)}")
-    return params
-
-
-@audit.command("events", context_settings=CONTEXT)
-@_filter_options
-@click.option("--action", metavar="ACTION", help="Only this action, e.g. request.approved.")
-def audit_events(user, request_id, since, until, output_format, action):
-    """List audit events: who did what, when, to which request."""
-    params = {"actor": user, "action": action, "request": request_id}
-    params.update(_time_params(since, until))
-    _list_or_export("/v1/audit/events", "events", params, output_format, _event_rows,
-                    ["ID", "TIME", "ACTOR", "ACTION", "REQUEST", "SERIAL", "DETAILS"])
-
-
-@audit.command("certs", context_settings=CONTEXT)
-@_filter_options
-@click.option("--host", metavar="HOST", help="Only certificates valid for this host.")
-@click.option("--active", is_flag=True, help="Only certificates whose window has not ended.")
-def audit_certs(user, request_id, since, until, output_format, host, active):
-    """List issued certificates."""
-    params = {"user": user, "host": host, "request": request_id}
-    if active:
-        params["active"] = "true"
-    params.update(_time_params(since, until))
-    _list_or_export("/v1/certificates", "certificates", params, output_format, _cert_rows,
-                    ["SERIAL", "USER", "REQUEST", "PRINCIPALS", "VALID AFTER",
-                     "VALID BEFORE", "REVOKED"])
-
-
-def _event_rows(events):
-    return [[e.get("id"), output.format_time(e.get("time") or e.get("created_at")),
-             e.get("actor"), e.get("action"), e.get("request_id", e.get("request")),
-             e.get("serial"), e.get("details")] for e in events]
-
-
-def _cert_rows(certificates):
-    return [[c.get("serial"), c.get("user") or c.get("requester"),
-             c.get("request_id", c.get("request")), c.get("principals"),
-             output.format_time(c.get("valid_after")), output.format_time(c.get("valid_before")),
-             bool(c.get("revoked") or c.get("revoked_at"))] for c in certificates]
-
-
-def _list_or_export(path, key, params, output_format, to_rows, headers):
-    params = {name: value for name, value in params.items() if value is not None}
-    with _client() as client:
-        if output_format != "table":
-            stdout = click.get_binary_stream("stdout")
-            for chunk in client.stream(path, params={**params, "format": output_format}):
-                stdout.write(chunk)
-            stdout.flush()
-            return
-
-        items = []
-        cursor = None
-        while True:
-            page_params = {**params, "format": "json"}
-            if cursor is not None:
-                page_params["cursor"] = cursor
-            page = client.get(path, params=page_params)
-            items.extend(page.get(key) or [])
-            cursor = page.get("next")
-            if not cursor:
-                break
-
-    if not items:
-        click.echo(f"No {key} match.")
-        return
-    click.echo(output.format_table(headers, to_rows(items)))
-
-
-@audit.command("verify", context_settings=CONTEXT)
-def audit_verify():
-    """Check the audit log's hash chain; exit 1 when it is broken."""
-    with _client() as client:
-        result = client.get("/v1/audit/verify")
-    events = result.get("events")
-    if result.get("ok") is True:
-        click.echo(f"Audit chain intact: {events} events, head {result.get('head')}.")
-        return
-    bad = result.get("first_bad_event")
-    problem = result.get("problem") or "an event was changed, removed or reordered"
-    raise CommandError(
-        f"audit chain broken at event {bad} ({problem}); {events} events before it verify. "
-        "Keep the database as it is and tell your security team"
-    )
