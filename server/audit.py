@@ -11,7 +11,8 @@ Appends are serialised by locking the single ``audit_head`` row: on
 PostgreSQL with ``SELECT ... FOR UPDATE``, on SQLite by the write transaction
 (``BEGIN IMMEDIATE``) the caller already holds. Event ids are therefore
 consecutive, and verification detects an edited, deleted or reordered row, and
-a truncated tail by comparing with the head row.
+a truncated tail by comparing with the head row. Event times never decrease
+along the chain.
 """
 
 from __future__ import annotations
@@ -80,7 +81,11 @@ def append_event(
     after the commit succeeds (see :func:`emit_committed`).
     """
     head = session.execute(sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    # Times never go backwards along the chain, even when server clocks
+    # disagree: auditors' time filters rely on it to turn a time into an id.
     now = now or datetime.now(timezone.utc)
+    if head.last_time is not None and now < head.last_time:
+        now = head.last_time
 
     event = AuditEvent(
         id=head.last_id + 1,
@@ -96,6 +101,7 @@ def append_event(
     session.add(event)
     head.last_id = event.id
     head.last_hash = event.hash
+    head.last_time = now
     session.info.setdefault("audit_events", []).append(event)
     return event
 

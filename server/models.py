@@ -167,10 +167,11 @@ class AuditEvent(Base):
     __table_args__ = (
         sa.Index("ix_audit_events_actor_id", "actor", "id"),
         sa.Index("ix_audit_events_action_id", "action", "id"),
+        sa.Index("ix_audit_events_time_id", "time", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
-    time: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
     actor: Mapped[str] = mapped_column(sa.String(64))
     action: Mapped[str] = mapped_column(sa.String(64))
     request_id: Mapped[int | None] = mapped_column(sa.BigInteger, index=True)
@@ -188,6 +189,7 @@ class AuditHead(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     last_id: Mapped[int] = mapped_column(sa.BigInteger)
     last_hash: Mapped[str] = mapped_column(sa.String(64))
+    last_time: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class RevokedKey(Base):

@@ -33,12 +33,13 @@ def upgrade() -> None:
         batch_op.create_index('ix_audit_events_actor_id', ['actor', 'id'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_request_id'), ['request_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_audit_events_serial'), ['serial'], unique=False)
-        batch_op.create_index(batch_op.f('ix_audit_events_time'), ['time'], unique=False)
+        batch_op.create_index('ix_audit_events_time_id', ['time', 'id'], unique=False)
 
     audit_head = op.create_table('audit_head',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('last_id', sa.BigInteger(), nullable=False),
     sa.Column('last_hash', sa.String(length=64), nullable=False),
+    sa.Column('last_time', sa.DateTime(), nullable=True),
     sa.PrimaryKeyConstraint('id')
     )
     # The chain starts from an all-zero hash; appends lock and advance this row.
@@ -204,7 +205,7 @@ def downgrade() -> None:
     op.drop_table('ca_keys')
     op.drop_table('audit_head')
     with op.batch_alter_table('audit_events', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_audit_events_time'))
+        batch_op.drop_index('ix_audit_events_time_id')
         batch_op.drop_index(batch_op.f('ix_audit_events_serial'))
         batch_op.drop_index(batch_op.f('ix_audit_events_request_id'))
         batch_op.drop_index('ix_audit_events_actor_id')
