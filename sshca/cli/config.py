@@ -21,7 +21,7 @@ TOKEN_ENV = "SSHCA_TOKEN"
 
 @dataclass(frozen=True)
 class Settings:
-    """Where the server is and how to authenticate to it."""
+    """The sshca server URL and the API token sent to it."""
 
     server: str
     token: str | None
@@ -107,8 +107,8 @@ def load_settings(*, require_token: bool = True) -> Settings:
 
     Environment variables win over the file. The stored token is used only
     with the stored server URL, so setting SSHCA_SERVER alone never sends it
-    to another server. Raises CommandError that tells the user to run
-    ``sshca login`` when the server URL or the token is missing.
+    to another server. Raises CommandError, naming ``sshca login`` as the
+    fix, when the server URL or the token is missing.
     """
     env_server = os.environ.get(SERVER_ENV)
     env_token = os.environ.get(TOKEN_ENV)

@@ -77,9 +77,14 @@ class ApiClient:
                 f"TLS failed with the sshca server at {self.server}: {_reason(exc)}; "
                 "check the URL and the server's certificate"
             )
+        except requests.ConnectTimeout:
+            raise CommandError(
+                f"cannot reach the sshca server at {self.server}: connection timed out "
+                f"after {CONNECT_TIMEOUT}s; check the URL or run `sshca login`"
+            )
         except requests.Timeout:
             raise CommandError(
-                f"the sshca server at {self.server} did not answer within "
+                f"the request to the sshca server at {self.server} timed out after "
                 f"{READ_TIMEOUT}s; try again or check the URL"
             )
         except requests.ConnectionError as exc:
@@ -133,7 +138,7 @@ class ApiClient:
                 code=code,
             )
         return ApiError(
-            f"the sshca server at {self.server} refused the request to "
+            f"the sshca server at {self.server} rejected the request to "
             f"{response.request.path_url} (HTTP {status} {response.reason})",
             status=status,
             code=code,

@@ -240,7 +240,7 @@ def add_to_agent(key_path: Path, valid_before: datetime, now: datetime) -> Agent
     if result.returncode != 0:
         reason = " ".join(result.stderr.split()) or f"exit status {result.returncode}"
         return AgentResult(False, f"ssh-add failed ({reason}); the key was not added to ssh-agent")
-    return AgentResult(True, f"added to ssh-agent for {seconds}s (until the window ends)")
+    return AgentResult(True, f"key and certificate added for {seconds}s, until the window ends")
 
 
 def check_certificate_matches(certificate_line: str, public_key_line: str) -> None:

@@ -117,7 +117,7 @@ def approvers(request: dict) -> list[str]:
 
 
 def format_window(request: dict, now: datetime) -> str:
-    """Describe a request's grant window, or when a pending request expires."""
+    """Describe a request's window: its times once known, else the requested duration and start."""
     starts = parse_server_time(request.get("starts_at"))
     ends = parse_server_time(request.get("ends_at"))
     if request.get("state") == "approved" and starts and ends:
@@ -146,11 +146,11 @@ def _format_seconds(duration) -> str:
 def request_summary(request: dict) -> str:
     """Return the lines `sshca request` and `sshca extend` print for a new request."""
     required = request.get("approvals_required")
+    needed = MISSING if required is None else f"{len(approvers(request))} of {required} needed"
     lines = [
         f"Request {request.get('id')} is {request.get('state', MISSING)}.",
         f"  rule:      {request.get('rule') or MISSING}",
-        f"  approvals: {approvals_progress(request)}"
-        + ("" if required is None else f" needed ({required} distinct approvers)"),
+        f"  approvals: {needed}",
     ]
     if request.get("expires_at") and request.get("state") == "pending":
         lines.append(f"  expires:   {format_time(request.get('expires_at'))} unless approved")
@@ -204,7 +204,7 @@ def ssh_commands(key_path: Path, cert_path: Path, login: str, hosts: list[str]) 
     """Return one ssh command per granted target, naming the key and certificate files.
 
     ``-i`` plus ``CertificateFile`` work with ``IdentitiesOnly yes`` setups.
-    A group grant has no single host name, so its line says which group.
+    A group grant has no single host name, so its line names the group.
     """
     cert_option = f"CertificateFile={cert_path}"
     if any(character.isspace() for character in str(cert_path)):

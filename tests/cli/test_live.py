@@ -139,7 +139,7 @@ def test_request_prints_id_rule_approvals(as_user):
 
     request_id = created_id(result)
     assert "  rule:      sre-prod-db" in result.stdout
-    assert "  approvals: 0 of 2 approvals needed" in result.stdout
+    assert "  approvals: 0 of 2 needed" in result.stdout
     details = show_json(as_user, request_id)
     assert details["hosts"] == [DB_HOST]
     assert details["duration_seconds"] == 7200
@@ -356,7 +356,7 @@ def test_extend_needs_new_approval(as_user):
                                   "--reason", "migration runs long")
 
     extension = created_id(result)
-    assert "  approvals: 0 of 2 approvals needed" in result.stdout
+    assert "  approvals: 0 of 2 needed" in result.stdout
     details = show_json(as_user, extension)
     assert details["extends"] == request_id
     assert details["duration_seconds"] == 1800

@@ -86,7 +86,7 @@ def test_request_summary_names_rule_and_approvals():
 
     assert lines[0] == "Request 12 is pending."
     assert lines[1] == "  rule:      sre-prod-db"
-    assert lines[2] == "  approvals: 0 of 2 approvals needed (2 distinct approvers)"
+    assert lines[2] == "  approvals: 0 of 2 needed"
     assert lines[3] == "  expires:   2026-12-05 10:00:00 UTC unless approved"
 
 

@@ -210,7 +210,7 @@ def test_request_approve_cert_ssh(setup, agent, tmp_path):
     assert f"Certificate for request {request_id} written to {cert}" in result.stdout
     assert "  principals: root@db1\n" in result.stdout
     assert re.search(r"  window: +\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC to .* UTC \(ends in \d+m", result.stdout)
-    assert "  ssh-agent:  added to ssh-agent for" in result.stdout
+    assert re.search(r"  ssh-agent:  key and certificate added for \d+s, until the window ends", result.stdout)
     command = printed_ssh_command(result.stdout)
     assert command == ["ssh", "-i", str(key), "-o", f"CertificateFile={cert}", "root@db1"]
     assert stat.S_IMODE(key_dir.stat().st_mode) == 0o700
