@@ -137,9 +137,10 @@ class ApiClient:
                 status=status,
                 code=code,
             )
+        # No sshca error body: most likely the URL points at another web server.
         return ApiError(
-            f"the sshca server at {self.server} rejected the request to "
-            f"{response.request.path_url} (HTTP {status} {response.reason})",
+            f"unexpected HTTP {status} {response.reason} from {self.server} for "
+            f"{response.request.path_url}; check that {self.server} is the sshca server's URL",
             status=status,
             code=code,
         )

@@ -1,7 +1,10 @@
 """Client behaviour that needs no server: help, usage errors, an unreachable server."""
 
+import functools
+import http.server
 import socket
 import stat
+import threading
 
 import pytest
 
@@ -116,3 +119,36 @@ def test_login_has_no_token_option(cli):
     result = cli.run("login", "--server", "http://127.0.0.1:9", "--token", "x")
 
     assert result.returncode == 2
+
+
+@pytest.fixture
+def plain_web_server(tmp_path):
+    """A web server on 127.0.0.1 that is not sshca: every path is 404 HTML, / is a page."""
+    (tmp_path / "index.html").write_text("<html>hello</html>")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_not_an_sshca_server(cli, plain_web_server):
+    result = cli.run("list", env={"SSHCA_SERVER": plain_web_server, "SSHCA_TOKEN": "t"})
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert f"unexpected HTTP 404 File not found from {plain_web_server} for /v1/requests" in result.stderr
+    assert "sshca server's URL" in result.stderr
+
+
+def test_login_to_non_sshca_server(cli, plain_web_server):
+    result = cli.run("login", "--server", plain_web_server, input="token\n")
+
+    assert result.returncode == 1
+    assert "unexpected HTTP 404" in result.stderr
+    assert not (cli.home / ".config" / "sshca" / "config.toml").exists()
