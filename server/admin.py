@@ -27,7 +27,7 @@ from server.service import hash_token, new_token
 
 
 class AdminError(Exception):
-    """An admin command that cannot be carried out; the message says why and what to do."""
+    """An admin command that cannot be carried out. The message gives the reason and the fix."""
 
 
 SAMPLE_INVENTORY = """\
@@ -57,7 +57,7 @@ SAMPLE_POLICY = """\
 # and the login decides. Durations: "90s", "30m", "2h", "1d" or seconds.
 
 [defaults]
-max_duration = "8h"     # longest grant any rule may give
+max_duration = "8h"     # maximum grant any rule may give
 request_ttl = "24h"     # a pending request expires after this
 clock_skew = "60s"      # certificates start this much before the grant
 
@@ -426,8 +426,8 @@ def check_policy(config: Config):
 def signal_reload(config: Config) -> int | None:
     """Send SIGHUP to the running ``sshca serve``; return its pid, or None when none runs.
 
-    Gunicorn answers SIGHUP by starting new workers, which load the policy,
-    the inventory and the CA keys again, and stopping the old ones gracefully.
+    On SIGHUP gunicorn starts new workers, which load the policy, the
+    inventory and the CA keys again, and stops the old ones gracefully.
     """
     try:
         pid = int(config.pid_file.read_text().strip())

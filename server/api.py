@@ -80,7 +80,7 @@ def json_body(allowed: set[str]) -> dict:
 
 
 def _check_id(value: int) -> int:
-    # Flask's int converter accepts any length; the database holds 64-bit ids.
+    # Flask's int converter accepts any length, but the database stores 64-bit ids.
     if value > MAX_ID:
         raise NotFound("not_found", f"request {value} not found")
     return value

@@ -277,7 +277,11 @@ def ca_retire(ctx, key_id):
 def ca_list(ctx):
     """List CA keys: the signing one, trusted ones and retired ones."""
     for item in admin_ops.list_ca_keys(_config(ctx)):
-        state = "signing" if item["signing"] else ("retired" if item["retired_at"] else "trusted")
+        state = "trusted"
+        if item["signing"]:
+            state = "signing"
+        elif item["retired_at"]:
+            state = "retired"
         click.echo(f"{item['id']}\t{item['fingerprint']}\t{state}")
 
 

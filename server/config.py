@@ -191,7 +191,7 @@ def _absolute(value: str, base: Path | None) -> Path:
 def load_session_key(path: Path) -> bytes:
     """Return the Flask session key stored at ``path``, generating it on first use.
 
-    The file is created with mode 0600 and holds 32 random bytes as hex.
+    The file is created with mode 0600 and contains 32 random bytes as hex.
     """
     if not path.exists():
         # Write a private temporary file, then link it into place: os.link

@@ -1,8 +1,8 @@
 """Database engines, sessions and schema migrations.
 
 SQLite runs in WAL mode with a busy timeout and foreign keys on. Write
-transactions on SQLite start with ``BEGIN IMMEDIATE`` so that two writers never
-both read and then fail to upgrade their lock; on PostgreSQL they run at READ
+transactions on SQLite start with ``BEGIN IMMEDIATE``, so two writers never
+both read and then fail to upgrade their lock. On PostgreSQL they run at READ
 COMMITTED and lock the rows they change (``SELECT ... FOR UPDATE``).
 """
 

@@ -34,10 +34,3 @@ class NotFound(ServiceError):
 class Conflict(ServiceError):
     status = 409
 
-
-class TooLarge(ServiceError):
-    status = 413
-
-
-class TooManyRequests(ServiceError):
-    status = 429

@@ -1,8 +1,8 @@
 """SQLAlchemy models: users, groups, tokens, requests, approvals, certificates, audit events.
 
-Times are stored as naive UTC and returned as aware UTC (:class:`UTCDateTime`),
-which round-trips to the microsecond on SQLite and PostgreSQL alike; the audit
-hash chain relies on that.
+Times are stored as naive UTC and returned as aware UTC (:class:`UTCDateTime`).
+That round-trips to the microsecond on SQLite and PostgreSQL alike, which the
+audit hash chain relies on.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class Snapshot:
 
 
 class Runtime:
-    """What every request needs and what must not be reloaded per request."""
+    """Process-wide state that every request needs, loaded once and swapped whole on reload."""
 
     def __init__(self, config: Config, *, database: Database | None = None):
         self.config = config

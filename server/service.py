@@ -40,10 +40,8 @@ from server.runtime import Runtime
 logger = logging.getLogger("sshca.server")
 
 STATES = ("pending", "approved", "denied", "cancelled", "expired", "revoked")
-TERMINAL_STATES = frozenset({"denied", "cancelled", "expired", "revoked"})
 MAX_REASON_LENGTH = 2000
 MAX_COMMENT_LENGTH = 2000
-MAX_PUBLIC_KEY_LENGTH = 16 * 1024
 MAX_TOKEN_LENGTH = 256
 MAX_START_AHEAD = timedelta(days=30)
 MAX_PAGE_SIZE = 1000
@@ -117,8 +115,8 @@ class Service:
     def authenticate(self, token: str | None) -> User:
         """Return the user owning ``token``.
 
-        Raises Unauthorized, with one message for an unknown, expired or
-        revoked token, so the reply tells an attacker nothing.
+        Raises Unauthorized with the same message for an unknown, expired or
+        revoked token, so the response gives an attacker nothing to go on.
         """
         if not token or len(token) > MAX_TOKEN_LENGTH:
             raise Unauthorized("invalid_token", INVALID_TOKEN_MESSAGE)
@@ -398,8 +396,8 @@ class Service:
                 })
 
         self._commit()
-        logger.info(f"request {verb if decision == 'deny' else 'approval recorded'}",
-                    extra={"request_id": request.id, "user": actor.name, "state": request.state})
+        message = "request denied" if decision == "deny" else "approval recorded"
+        logger.info(message, extra={"request_id": request.id, "user": actor.name, "state": request.state})
         return request
 
     def cancel(self, actor: User, request_id: int) -> AccessRequest:
@@ -467,8 +465,8 @@ class Service:
     def issue_certificate(self, actor: User, request_id: int, *, public_key) -> Certificate:
         """Sign ``public_key`` for the approved request and commit it with its audit event.
 
-        Re-checks the user, the rule, the hosts and the logins against the
-        current policy and inventory; a failed re-check is audited as
+        Checks the user, the rule, the hosts and the logins again against the
+        current policy and inventory. A failed check is audited as
         ``certificate.refused`` and raises Forbidden.
         """
         if public_key is None:

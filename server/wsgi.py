@@ -1,7 +1,7 @@
 """Run the app under gunicorn, through its Python API (no shell-out).
 
 Each worker process builds its own app, so the CA key, the policy and the
-inventory are loaded once per worker. Gunicorn answers SIGHUP by starting
+inventory are loaded once per worker. On SIGHUP gunicorn starts
 fresh workers, which is how a policy or CA key change reaches a running
 server without a restart.
 """

@@ -255,3 +255,60 @@ def test_approval_under_removed_rule_refused(api):
 
     assert response.status_code == 403
     assert error_code(response) == "rule_removed"
+
+
+DECISION_BAD_INPUT = [
+    ("approve", {"comment": 5}, "invalid_type"),
+    ("approve", {"comment": ["ok"]}, "invalid_type"),
+    ("approve", {"comment": "x" * 2001}, "too_long"),
+    ("deny", {"comment": {"text": "no"}}, "invalid_type"),
+    ("deny", {"comment": "no\x07"}, "invalid_characters"),
+    ("cancel", {"reason": "x"}, "unknown_field"),
+]
+
+
+@pytest.mark.parametrize(("action", "body", "code"), DECISION_BAD_INPUT, ids=range(len(DECISION_BAD_INPUT)))
+def test_decision_bad_input_changes_nothing(api, action, body, code):
+    created = api.create_request()
+    user = "alice" if action == "cancel" else "bob"
+    events_before = len(api.events())
+
+    response = api.post(f"/v1/requests/{created['id']}/{action}", user, json=body)
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == code
+    assert api.count("approvals") == 0
+    assert len(api.events()) == events_before
+    assert api.get(f"/v1/requests/{created['id']}", "alice").get_json()["state"] == "pending"
+
+
+APPROVED_BAD_INPUT = [
+    ("revoke", {"reason": 5}, "invalid_type"),
+    ("revoke", {"reason": ""}, "missing_field"),
+    ("extend", {"duration": 0, "reason": "x"}, "invalid_duration"),
+    ("extend", {"duration": -5, "reason": "x"}, "invalid_duration"),
+    ("extend", {"duration": 10**30, "reason": "x"}, "invalid_duration"),
+    ("extend", {"duration": "5h", "reason": "x"}, "duration_too_long"),
+    ("extend", {"duration": "later", "reason": "x"}, "invalid_duration"),
+    ("extend", {"duration": [1], "reason": "x"}, "invalid_type"),
+    ("extend", {"duration": "1h", "reason": None}, "missing_field"),
+    ("certificate", {"public_key": None}, "missing_field"),
+    ("certificate", {"public_key": {"k": 1}}, "invalid_type"),
+]
+
+
+@pytest.mark.parametrize(("action", "body", "code"), APPROVED_BAD_INPUT, ids=range(len(APPROVED_BAD_INPUT)))
+def test_approved_request_bad_input_changes_nothing(api, action, body, code):
+    approved = api.approved_request()
+    events_before = len(api.events())
+    requests_before = api.count("requests")
+
+    response = api.post(f"/v1/requests/{approved['id']}/{action}", "alice", json=body)
+
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == code
+    assert len(api.events()) == events_before
+    assert api.count("requests") == requests_before
+    assert api.count("certificates") == 0
+    assert api.get(f"/v1/requests/{approved['id']}", "alice").get_json()["state"] == "approved"
