@@ -435,8 +435,15 @@ def revoke(request_id, reason):
     """End approved request ID's access early.
 
     Every certificate issued for it goes into the revocation list that
-    hosts pull.
+    hosts pull. The key and certificate `sshca cert` made for it on this
+    machine are removed from ssh-agent and deleted.
     """
     with api_client() as client:
         result = client.post(f"/v1/requests/{request_id}/revoke", {"reason": reason})
     _report_decision("Revoked", result)
+
+    key_path = keys.grant_key_path(request_id)
+    if key_path.exists():
+        note = keys.remove_from_agent(key_path)
+        keys.remove_key_files(key_path)
+        click.echo(f"Deleted {key_path} and its certificate; {note}.")

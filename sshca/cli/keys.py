@@ -243,6 +243,22 @@ def add_to_agent(key_path: Path, valid_before: datetime, now: datetime) -> Agent
     return AgentResult(True, f"key and certificate added for {seconds}s, until the window ends")
 
 
+def remove_from_agent(key_path: Path) -> str:
+    """Remove a key and its certificate from the running ssh-agent; return a note on the outcome."""
+    if not os.environ.get("SSH_AUTH_SOCK"):
+        return "no ssh-agent is running"
+    ssh_add = shutil.which("ssh-add")
+    if ssh_add is None:
+        return "ssh-add is not installed"
+    # `ssh-add -d KEY` removes the key and, when KEY-cert.pub exists, the certificate too.
+    result = subprocess.run(
+        [ssh_add, "-d", str(key_path)], stdin=subprocess.DEVNULL, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        return "it was not in ssh-agent"
+    return "removed from ssh-agent"
+
+
 def check_certificate_matches(certificate_line: str, public_key_line: str) -> None:
     """Raise CommandError unless the certificate is an SSH certificate for this public key.
 

@@ -585,3 +585,23 @@ def read_until(fd: int, marker: bytes | None, timeout: float = 60) -> bytes:
             break
         data += chunk
     return data
+
+
+def test_audit_certs_filters(as_user):
+    request_id = approved_request(as_user)
+    fetched = as_user("alice").run("cert", str(request_id))
+    assert fetched.returncode == 0, fetched.stderr
+    serial = show_json(as_user, request_id)["certificates"][0]["serial"]
+
+    on_host = as_user("erin").run("audit", "certs", "--host", DB_HOST, "--user", "alice",
+                                  "--active", "--format", "jsonl")
+    other_host = as_user("erin").run("audit", "certs", "--host", WEB_HOST, "--format", "jsonl")
+    table = as_user("erin").run("audit", "certs", "--request", str(request_id))
+
+    assert on_host.returncode == 0, on_host.stderr
+    assert serial in [json.loads(line)["serial"] for line in on_host.stdout.splitlines()]
+    assert other_host.returncode == 0, other_host.stderr
+    assert serial not in [json.loads(line)["serial"] for line in other_host.stdout.splitlines()]
+    rows = table.stdout.splitlines()
+    assert rows[0].split()[:4] == ["SERIAL", "USER", "REQUEST", "PRINCIPALS"]
+    assert rows[1].split()[:4] == [str(serial), "alice", str(request_id), f"deploy@{DB_HOST}"]

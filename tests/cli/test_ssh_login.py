@@ -416,3 +416,21 @@ def test_refused_certificate_leaves_no_key(setup, tmp_path):
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert list((hank.home / ".ssh" / "sshca").iterdir()) == []
+
+
+def test_revoke_removes_local_key_and_agent_entry(setup, agent):
+    _server, host, clients = setup
+    alice = clients["alice"]
+    request_id = approved(clients)
+    fetched = alice.run("cert", str(request_id), env=agent.env)
+    assert fetched.returncode == 0, fetched.stderr
+    assert "ED25519-CERT" in agent.listed()
+    command = printed_ssh_command(fetched.stdout)
+
+    result = alice.run("revoke", str(request_id), "-m", "done early", env=agent.env)
+
+    assert result.returncode == 0, result.stderr
+    assert "removed from ssh-agent" in result.stdout
+    assert agent.listed() == ""
+    assert list((alice.home / ".ssh" / "sshca").iterdir()) == []
+    assert "No such file" in run_printed_ssh(command, host.sshd).stderr
