@@ -97,17 +97,23 @@ class Demo:
         self.current = f"{self.step_number} ({text})"
         self.say(f"\n[{self.step_number}] {text}")
 
-    def result(self, command, outcome):
-        shown = " ".join(shlex.quote(part) for part in command)
-        self.say(f"    $ {shown}")
-        self.say(f"    -> {outcome}")
+    def result(self, outcome):
+        self.say(f"      -> {outcome}")
 
-    def run(self, command, *, user=None, input_text=None, env=None, check=True):
-        """Run one command; return the completed process.
+    def show(self, command, *, user=None, note=""):
+        """Print ``command`` as run, with $DEMO for the demo folder and sshca for its path."""
+        text = " ".join(shlex.quote(part) for part in command)
+        text = text.replace(self.sshca, "sshca").replace(str(self.base), "$DEMO")
+        who = f"[{user}] " if user else ""
+        self.say(f"    {who}$ {text}{note}")
+
+    def run(self, command, *, user=None, input_text=None, env=None, check=True, note=""):
+        """Print and run one command; return the completed process.
 
         ``user`` selects the demo user whose HOME (and so sshca login) is used.
         With ``check``, a non-zero exit fails the current step.
         """
+        self.show(command, user=user, note=note)
         full_env = dict(os.environ)
         full_env["SSHCA_CONFIG"] = str(self.config)
         full_env.pop("SSHCA_SERVER", None)
@@ -209,7 +215,7 @@ class Demo:
         command = [self.sshca, "admin", "init", str(self.data_dir)]
         self.run(command)
         self.write_policy_and_inventory()
-        self.result(command, f"CA key, database, policy and inventory in {self.data_dir}")
+        self.result(f"CA key, database, policy and inventory in {self.data_dir}")
 
         users = {
             "alice": ["--group", "sre"],
@@ -219,7 +225,7 @@ class Demo:
         }
         for name, options in users.items():
             self.run([self.sshca, "admin", "user", "add", name, *options])
-        self.say("    users: alice (engineer, sre), bob and carol (approvers, dba-leads), dave (auditor)")
+        self.result("users alice (engineer, sre), bob and carol (approvers, dba-leads), dave (auditor)")
 
         self.tokens = {}
         for name in users:
@@ -232,18 +238,24 @@ class Demo:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         command = [self.sshca, "serve", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "2"]
+        self.show(command, note=" &")
         env = dict(os.environ, SSHCA_CONFIG=str(self.config))
         server = self.start(command, "server.log", env=env)
         wait_for_port(self.port, server, "sshca serve")
         health = requests.get(f"{self.url}/healthz", timeout=5)
         if health.status_code != 200:
             raise StepFailed(self.current, f"/healthz returned {health.status_code}")
-        self.result(command, f"listening on {self.url}, /healthz OK")
+        self.result(f"listening on {self.url}, /healthz OK")
 
         for name in users:
             home = self.base / "home" / name
             home.mkdir(parents=True, mode=0o700)
-            self.run([self.sshca, "login", "--server", self.url], user=name, input_text=self.tokens[name] + "\n")
+            self.run(
+                [self.sshca, "login", "--server", self.url],
+                user=name,
+                input_text=self.tokens[name] + "\n",
+                note="   (token on standard input)",
+            )
 
     def set_up_host(self, name):
         root = self.base / "hosts" / name
@@ -281,17 +293,18 @@ class Demo:
         self.run(install)
 
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        process = self.start([SSHD, "-D", "-e", "-f", str(main_config)], f"sshd-{name}.log")
+        command = [SSHD, "-D", "-e", "-f", str(main_config)]
+        self.show(command, note=" &")
+        process = self.start(command, f"sshd-{name}.log")
         wait_for_port(port, process, f"sshd for {name}")
         self.hosts[name] = {"port": port, "root": root, "host_key": host_key}
-        return render, install, port
+        return port
 
     def set_up_hosts(self):
         self.step("render and install the sshd files of db1 and db2, start their sshd")
         for name in ("db1", "db2"):
-            render, install, port = self.set_up_host(name)
-            self.result(render, f"{name}: drop-in, principals, CA keys, empty KRL, KRL sync script")
-            self.say(f"    -> {name}: sshd listening on 127.0.0.1:{port}")
+            port = self.set_up_host(name)
+            self.result(f"{name}: sshd configured only by the rendered files, listening on 127.0.0.1:{port}")
 
         known_hosts = self.base / "known_hosts"
         lines = []
@@ -312,17 +325,17 @@ class Demo:
         if match is None:
             raise StepFailed(self.current, f"no request id in the output of sshca request: {output!r}")
         self.request_id = match.group(1)
-        self.result(command, f"request {self.request_id} is pending, 2 approvals needed")
+        self.result(f"request {self.request_id} is pending, 2 approvals needed")
 
         for approver in ("bob", "carol"):
             command = [self.sshca, "approve", self.request_id, "-m", "checked INC-1234"]
             output = self.run(command, user=approver).stdout.strip().splitlines()
-            self.result(command, f"{approver}: {output[-1] if output else 'approved'}")
+            self.result(f"{approver}: {output[-1] if output else 'approved'}")
 
         state = self.api_get(f"/v1/requests/{self.request_id}", "alice")["state"]
         if state != "approved":
             raise StepFailed(self.current, f"request {self.request_id} is {state}, expected approved")
-        self.say(f"    -> request {self.request_id} is approved")
+        self.result(f"request {self.request_id} is approved")
 
     def fetch_certificate(self):
         self.step("alice fetches her certificate")
@@ -338,7 +351,7 @@ class Demo:
         principals = re.search(r"Principals:\s*\n((?:\s+\S+\n)+)", listing)
         shown = ", ".join(principals.group(1).split()) if principals else "?"
         valid = re.search(r"Valid: (.*)", listing)
-        self.result(command, f"{self.certificate.name}: principals {shown}; {valid.group(1) if valid else ''}")
+        self.result(f"{self.certificate.name}: principals {shown}; {valid.group(1) if valid else ''}")
         self.write_ssh_config()
 
     def write_ssh_config(self):
@@ -362,6 +375,9 @@ class Demo:
                 """))
         self.ssh_config.write_text("\n".join(entries))
         self.ssh_config.chmod(0o600)
+        shown = str(self.ssh_config).replace(str(self.base), "$DEMO")
+        self.result(f"wrote {shown}: Host db1 and db2 with IdentityFile {self.key.name}, "
+                    f"CertificateFile {self.certificate.name}, IdentitiesOnly yes")
 
     def ssh(self, host, remote_command):
         command = ["ssh", "-F", str(self.ssh_config), host, remote_command]
@@ -374,14 +390,14 @@ class Demo:
         lines = completed.stdout.split()
         if completed.returncode != 0 or not lines or lines[-1] != self.login:
             raise StepFailed(self.current, f"ssh to db1 failed: {completed.stderr.strip()}")
-        self.result(command, f"logged in: {' / '.join(lines)}")
+        self.result(f"logged in: {' / '.join(lines)}")
 
     def refused_on_db2(self):
         self.step("the same certificate is refused by db2")
         command, completed = self.ssh("db2", "true")
         if completed.returncode == 0:
             raise StepFailed(self.current, "db2 accepted a certificate issued for db1 only")
-        self.result(command, f"refused: {completed.stderr.strip().splitlines()[-1]}")
+        self.result(f"refused: {completed.stderr.strip().splitlines()[-1]}")
 
     def self_approval_refused(self):
         self.step("bob requests access himself and tries to approve it")
@@ -391,29 +407,29 @@ class Demo:
         if match is None:
             raise StepFailed(self.current, f"no request id in the output of sshca request: {output!r}")
         own_id = match.group(1)
-        self.result(command, f"request {own_id} is pending")
+        self.result(f"request {own_id} is pending")
 
         command = [self.sshca, "approve", own_id, "-m", "looks fine to me"]
         completed = self.run(command, user="bob", check=False)
         if completed.returncode == 0:
             raise StepFailed(self.current, "bob approved his own request")
         message = (completed.stderr or completed.stdout).strip().splitlines()
-        self.result(command, f"refused (exit {completed.returncode}): {message[-1] if message else ''}")
+        self.result(f"refused (exit {completed.returncode}): {message[-1] if message else ''}")
 
     def revoke_and_sync(self):
         self.step("alice ends her access early; db1 pulls the KRL and refuses her certificate")
         command = [self.sshca, "revoke", self.request_id, "-m", "replication fixed"]
         self.run(command, user="alice")
-        self.result(command, f"request {self.request_id} revoked")
+        self.result(f"request {self.request_id} revoked")
 
         sync = self.krl_sync_command("db1")
         completed = self.run(sync)
-        self.result(sync, completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "KRL updated")
+        self.result(completed.stderr.strip().splitlines()[-1] if completed.stderr.strip() else "KRL updated")
 
         command, completed = self.ssh("db1", "hostname; id -un")
         if completed.returncode == 0:
             raise StepFailed(self.current, "db1 still accepts the revoked certificate")
-        self.result(command, f"refused: {completed.stderr.strip().splitlines()[-1]}")
+        self.result(f"refused: {completed.stderr.strip().splitlines()[-1]}")
 
     def krl_sync_command(self, name):
         scripts = list(self.hosts[name]["root"].rglob("sshca-krl-sync"))
@@ -426,17 +442,17 @@ class Demo:
         self.step("dave the auditor lists certificates and events, and verifies the chain")
         command = [self.sshca, "audit", "certs"]
         output = self.run(command, user="dave").stdout
-        self.result(command, f"{max(len(output.strip().splitlines()) - 1, 0)} certificate(s)")
+        self.result(f"{max(len(output.strip().splitlines()) - 1, 0)} certificate(s)")
         self.say(textwrap.indent(output.rstrip(), "      "))
 
         command = [self.sshca, "audit", "events"]
         output = self.run(command, user="dave").stdout
-        self.result(command, f"{max(len(output.strip().splitlines()) - 1, 0)} event(s)")
+        self.result(f"{max(len(output.strip().splitlines()) - 1, 0)} event(s)")
         self.say(textwrap.indent(output.rstrip(), "      "))
 
         command = [self.sshca, "audit", "verify"]
         completed = self.run(command, user="dave")
-        self.result(command, completed.stdout.strip().splitlines()[-1])
+        self.result(completed.stdout.strip().splitlines()[-1])
 
     def api_get(self, path, user):
         response = requests.get(
@@ -478,7 +494,7 @@ def main():
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     failed = True
     try:
-        print(f"sshca demo in {base}")
+        print(f"sshca demo in DEMO={base}; sshca is {demo.sshca}")
         demo.run_all()
         failed = False
         print("\nDemo finished: every step behaved as stated.")
