@@ -74,13 +74,20 @@ def append_event(
     details: dict | None = None,
     now: datetime | None = None,
 ) -> AuditEvent:
-    """Add one event to the chain inside the caller's transaction.
+    """Add one event to the chain inside the caller's transaction; return it (not in the session).
 
     The head row stays locked until the caller commits, so call this as the
     last write of a transaction. The event is logged on ``sshca.audit`` only
     after the commit succeeds (see :func:`emit_committed`).
     """
-    head = session.execute(sa.select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    # Plain SQL statements rather than ORM objects: every write transaction
+    # ends here, so this is on the hot path of certificate issuance.
+    head_table = AuditHead.__table__
+    head = session.execute(
+        sa.select(head_table.c.last_id, head_table.c.last_hash, head_table.c.last_time)
+        .where(head_table.c.id == 1).with_for_update()
+    ).one()
+
     # Times never go backwards along the chain, even when server clocks
     # disagree: auditors' time filters rely on it to turn a time into an id.
     now = now or datetime.now(timezone.utc)
@@ -98,10 +105,15 @@ def append_event(
         prev_hash=head.last_hash,
     )
     event.hash = compute_hash(head.last_hash, event_fields(event))
-    session.add(event)
-    head.last_id = event.id
-    head.last_hash = event.hash
-    head.last_time = now
+
+    session.execute(sa.insert(AuditEvent.__table__).values(
+        id=event.id, time=event.time, actor=event.actor, action=event.action, request_id=event.request_id,
+        serial=event.serial, details=event.details, prev_hash=event.prev_hash, hash=event.hash,
+    ))
+    session.execute(
+        sa.update(head_table).where(head_table.c.id == 1)
+        .values(last_id=event.id, last_hash=event.hash, last_time=now)
+    )
     session.info.setdefault("audit_events", []).append(event)
     return event
 

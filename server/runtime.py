@@ -32,6 +32,7 @@ class Snapshot:
     policy: Policy
     inventory: object  # hostconfig.inventory.Inventory
     signer: CAKey
+    ca_public_keys: tuple[str, ...]  # every CA key ever recorded, retired ones included
 
 
 class Runtime:
@@ -71,7 +72,10 @@ class Runtime:
         )
         inventory = load_inventory(config.inventory)
         signer = self._load_signer()
-        return Snapshot(policy=policy, inventory=inventory, signer=signer)
+        with self.db.read() as session:
+            ca_public_keys = session.execute(sa.select(CAKeyRecord.public_key)).scalars().all()
+        return Snapshot(policy=policy, inventory=inventory, signer=signer,
+                        ca_public_keys=tuple(ca_public_keys) + (signer.public_line(),))
 
     def _load_signer(self) -> CAKey:
         with self.db.read() as session:
@@ -119,17 +123,6 @@ class Runtime:
             "policy and inventory loaded",
             extra={"policy_sha256": snapshot.policy.sha256, "inventory_sha256": snapshot.inventory.sha256},
         )
-
-    def trusted_ca_keys(self, session) -> list[str]:
-        """Return the public key lines of every trusted (not retired) CA key, signing key first."""
-        rows = session.execute(
-            sa.select(CAKeyRecord.public_key)
-            .where(CAKeyRecord.retired_at.is_(None))
-            .order_by(CAKeyRecord.signing.desc(), CAKeyRecord.id)
-        ).scalars().all()
-        if rows:
-            return list(rows)
-        return [self._snapshot.signer.public_line()]
 
     def krl(self, session) -> bytes:
         """Return the current KRL, rebuilt only when revocations or CA keys changed."""

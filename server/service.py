@@ -485,7 +485,7 @@ class Service:
         user_key = parse_user_key(
             public_key,
             min_rsa_bits=self.runtime.config.min_rsa_bits,
-            ca_public_keys=self.runtime.trusted_ca_keys(self.session) + [snapshot.signer],
+            ca_public_keys=snapshot.ca_public_keys,
             revoked_fingerprints=_RevokedFingerprints(self.session),
         )
 
