@@ -23,7 +23,8 @@ import pytest
 
 from tests.cli.conftest import SSHCA, Cli, PatientLiveServer
 
-pytestmark = pytest.mark.slow
+# One worker runs this module under --dist loadgroup, so its server starts once.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("cli-live")]
 
 DB_HOST = "db1.prod.example.com"
 WEB_HOST = "web1.prod.example.com"

@@ -22,7 +22,8 @@ from ca.keys import fingerprint
 from tests.cli.conftest import SSHCA, Cli, PatientLiveServer
 from tests.support.sshd import SSH_CLIENT_OPTIONS, Sshd, base_config_lines, make_secure_dir
 
-pytestmark = [pytest.mark.sshd, pytest.mark.slow]
+# One worker runs this module under --dist loadgroup, so its server and sshd start once.
+pytestmark = [pytest.mark.sshd, pytest.mark.slow, pytest.mark.xdist_group("cli-ssh")]
 
 INVENTORY = """\
 [[hosts]]
