@@ -69,16 +69,17 @@ def audit_certs(user, request_id, since, until, output_format, host, active):
 
 
 def _event_rows(events):
-    return [[e.get("id"), output.format_time(e.get("time") or e.get("created_at")),
-             e.get("actor"), e.get("action"), e.get("request_id", e.get("request")),
-             e.get("serial"), e.get("details")] for e in events]
+    return [[event.get("id"), output.format_time(event.get("time")), event.get("actor"),
+             event.get("action"), event.get("request_id"), event.get("serial"),
+             event.get("details")] for event in events]
 
 
 def _cert_rows(certificates):
-    return [[c.get("serial"), c.get("user") or c.get("requester"),
-             c.get("request_id", c.get("request")), c.get("principals"),
-             output.format_time(c.get("valid_after")), output.format_time(c.get("valid_before")),
-             bool(c.get("revoked") or c.get("revoked_at"))] for c in certificates]
+    return [[certificate.get("serial"), certificate.get("user"), certificate.get("request_id"),
+             certificate.get("principals"), output.format_time(certificate.get("valid_after")),
+             output.format_time(certificate.get("valid_before")),
+             output.format_time(certificate["revoked_at"]) if certificate.get("revoked_at") else "no"]
+            for certificate in certificates]
 
 
 def _list_or_export(path, key, params, output_format, to_rows, headers):
