@@ -435,3 +435,23 @@ def test_revoke_removes_local_key_and_agent_entry(setup, agent):
     assert agent.listed() == ""
     assert list((alice.home / ".ssh" / "sshca").iterdir()) == []
     assert "No such file" in run_printed_ssh(command, host.sshd).stderr
+
+
+def test_cert_again_reuses_grant_key(setup):
+    _server, host, clients = setup
+    alice = clients["alice"]
+    request_id = approved(clients)
+    public_key = alice.home / ".ssh" / "sshca" / f"req-{request_id}.pub"
+    cert = alice.home / ".ssh" / "sshca" / f"req-{request_id}-cert.pub"
+
+    first = alice.run("cert", str(request_id))
+    first_public, first_cert = public_key.read_text(), cert.read_text()
+    second = alice.run("cert", str(request_id))
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 0, second.stderr
+    assert public_key.read_text() == first_public
+    assert cert.read_text() != first_cert
+    serials = [c["serial"] for c in json.loads(alice.run("show", str(request_id), "--json").stdout)["certificates"]]
+    assert len(serials) == 2
+    assert run_printed_ssh(printed_ssh_command(second.stdout), host.sshd).returncode == 0
