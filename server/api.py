@@ -17,7 +17,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, stream_
 
 from ca.durations import parse_time
 from server import serialize
-from server.errors import InvalidInput, NotFound, ServiceError, Unauthorized
+from server.errors import InvalidInput, NotFound, ServiceError, TooManyRequests, Unauthorized
 from server.models import AuditEvent, CAKeyRecord, Certificate
 from server.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Service
 
@@ -46,13 +46,33 @@ def service(write: bool = False) -> Service:
 
 
 def authenticate(svc: Service):
+    """Return the user of the request's bearer token.
+
+    Raises Unauthorized, or TooManyRequests once the client address has
+    failed too often (see server.ratelimit).
+    """
+    # NOTE: behind a reverse proxy every client shares the proxy's address,
+    # so one guesser can block everyone for a minute; the limit would need
+    # the forwarded address, which only a trusted proxy may set.
+    address = request.remote_addr or "unknown"
+    limiter = runtime().auth_failures
+    if limiter.blocked(address):
+        raise TooManyRequests(
+            "too_many_failures", "too many failed authentications from this address; wait a minute and check your token",
+        )
+
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
-    if not header:
-        raise Unauthorized("missing_token", "missing Authorization header; send 'Authorization: Bearer <token>'")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("invalid_token", "the Authorization header must be 'Bearer <token>'")
-    user = svc.authenticate(token.strip())
+    try:
+        if not header:
+            raise Unauthorized("missing_token", "missing Authorization header; send 'Authorization: Bearer <token>'")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("invalid_token", "the Authorization header must be 'Bearer <token>'")
+        user = svc.authenticate(token.strip())
+    except Unauthorized as exc:
+        limiter.record_failure(address)
+        logger.info("authentication failed", extra={"code": exc.code, "address": address})
+        raise
     g.user_name = user.name
     return user
 

@@ -23,6 +23,7 @@ from server.config import Config
 from server.db import Database
 from server.models import CAKeyRecord, Certificate, RevokedKey
 from server.policy import Policy, load_policy
+from server.ratelimit import FailureLimiter
 
 logger = logging.getLogger("sshca.server")
 
@@ -44,6 +45,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._krl_cache: tuple[tuple, bytes] | None = None
         self._signer_cache: tuple[tuple, CAKey] | None = None
+        self.auth_failures = FailureLimiter()
         self._snapshot = self._load()
         self._audit_load("system")
 

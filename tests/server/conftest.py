@@ -195,6 +195,7 @@ class Api:
 def api(backend):
     runtime = backend.runtime
     reset_database(runtime)
+    runtime.auth_failures.clear()
     config = runtime.config
     if config.policy.read_text() != DEFAULT_POLICY or config.inventory.read_text() != DEFAULT_INVENTORY:
         config.policy.write_text(DEFAULT_POLICY)

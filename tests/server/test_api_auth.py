@@ -89,3 +89,31 @@ def test_responses_carry_request_id(api):
     generated = api.get("/healthz", headers={"X-Request-ID": "bad value with spaces"})
     assert generated.headers["X-Request-ID"] != "bad value with spaces"
     assert len(generated.headers["X-Request-ID"]) == 16
+
+
+def test_repeated_failures_get_429(api):
+    from server.ratelimit import MAX_FAILURES
+
+    for _ in range(MAX_FAILURES):
+        assert api.get("/v1/requests", headers={"Authorization": "Bearer sshca_guess"}).status_code == 401
+
+    blocked = api.get("/v1/requests", headers={"Authorization": "Bearer sshca_guess"})
+    assert blocked.status_code == 429
+    assert blocked.get_json()["error"]["code"] == "too_many_failures"
+    assert api.get("/v1/requests", "alice").status_code == 429
+    assert api.get("/healthz").status_code == 200
+
+
+def test_failure_limiter_window():
+    from server.ratelimit import FailureLimiter
+
+    limiter = FailureLimiter(max_failures=3, window=60, max_addresses=2)
+    for second in range(3):
+        limiter.record_failure("10.0.0.1", now=100.0 + second)
+
+    assert limiter.blocked("10.0.0.1", now=103.0)
+    assert not limiter.blocked("10.0.0.2", now=103.0)
+    assert not limiter.blocked("10.0.0.1", now=160.5)
+    limiter.record_failure("10.0.0.2", now=104.0)
+    limiter.record_failure("10.0.0.3", now=105.0)
+    assert not limiter.blocked("10.0.0.1", now=105.0)  # evicted: only two addresses are tracked
