@@ -411,6 +411,17 @@ def list_ca_keys(config: Config) -> list[dict]:
         ]
 
 
+def _is_sshca_process(pid: int) -> bool:
+    """Tell whether ``pid`` runs sshca, so a stale pid file never gets another process signalled."""
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True  # no readable /proc: trust the pid file
+    return b"sshca" in command or b"gunicorn" in command
+
+
 # -- policy reload ----------------------------------------------------------------------
 
 
@@ -432,6 +443,8 @@ def signal_reload(config: Config) -> int | None:
     try:
         pid = int(config.pid_file.read_text().strip())
     except (FileNotFoundError, ValueError):
+        return None
+    if not _is_sshca_process(pid):
         return None
     try:
         os.kill(pid, signal.SIGHUP)

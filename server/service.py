@@ -655,6 +655,7 @@ class Service:
 
         if state is not None:
             query = query.where(self._state_condition(state))
+        # NOTE: the list has no cursor; it returns the newest ``limit`` requests.
         query = query.order_by(AccessRequest.id.desc()).limit(limit)
         return list(self.session.execute(query).scalars().all())
 
