@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from ca.certs import CertificateSpec, key_id_for, sign_certificate
 from ca.durations import format_duration, parse_duration, parse_time
-from ca.principals import MAX_PRINCIPALS, grant_principals, parse_target, validate_login
+from ca.principals import MAX_PRINCIPALS, grant_principals, parse_target, validate_host, validate_login
 from ca.userkeys import parse_user_key
 from server import audit
 from server.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
@@ -688,6 +688,7 @@ class Service:
         if user is not None:
             query = query.join(User, Certificate.user_id == User.id).where(User.name == user)
         if host is not None:
+            validate_host(host)  # also keeps LIKE wildcards out of the pattern below
             entries = [host]
             known = self.snapshot.inventory.hosts.get(host)
             if known is not None:

@@ -138,6 +138,9 @@ def test_certificates_list_filters_and_exports(api):
     assert serials("?active=true") == [first["serial"]]
     assert serials("?active=false") == [second["serial"]]
     assert serials("?limit=1") == [first["serial"]]
+    wildcard = api.get("/v1/certificates?host=%25", "erin")
+    assert wildcard.status_code == 400
+    assert wildcard.get_json()["error"]["code"] == "invalid_host"
     page = api.get("/v1/certificates?limit=1", "erin").get_json()
     assert serials(f"?limit=1&cursor={page['next']}") == [second["serial"]]
 
