@@ -1,4 +1,4 @@
-"""A per-process limit on failed token checks per client address, answered with HTTP 429."""
+"""A per-process limit on failed token checks per client address; requests over it get HTTP 429."""
 
 from __future__ import annotations
 
