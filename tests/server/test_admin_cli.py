@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from tests.server.conftest import new_public_key
+from tests.server.conftest import BACKENDS, new_public_key
 from tests.support.live_server import DEFAULT_POLICY
 
 pytestmark = pytest.mark.slow
@@ -19,6 +19,15 @@ pytestmark = pytest.mark.slow
 def sshca(*args, env=None, check=False):
     return subprocess.run([sys.executable, "-m", "sshca", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})}, check=check)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend_live_server(request, live_server_factory):
+    """A live server on SQLite, then on PostgreSQL."""
+    if request.param == "sqlite":
+        return live_server_factory()
+    cluster = request.getfixturevalue("postgres_cluster")
+    return live_server_factory(database_url=cluster.url(cluster.create_database()))
 
 
 def wait_for_health(server, key: str, value: str, timeout: float = 30.0) -> None:
@@ -130,7 +139,8 @@ def test_user_commands_change_access(live_server):
     assert '"name": "ivy"' in listing
 
 
-def test_group_removal_after_approval_refuses_certificate(live_server):
+def test_group_removal_after_approval_refuses_certificate(backend_live_server):
+    live_server = backend_live_server
     request_id = approved_request(live_server)
 
     live_server.admin("user", "set-groups", "alice")
@@ -171,7 +181,8 @@ def test_invalid_policy_reload_refused_and_old_policy_kept(live_server):
     assert created.json()["approvals_required"] == 2
 
 
-def test_ca_rotate_and_retire(live_server):
+def test_ca_rotate_and_retire(backend_live_server):
+    live_server = backend_live_server
     old_keys = live_server.get("/v1/ca").json()["keys"]
     assert len(old_keys) == 1
     old_fingerprint = old_keys[0]["fingerprint"]
