@@ -17,6 +17,7 @@ use it as a context manager.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -84,7 +85,17 @@ DEFAULT_USERS = {
 }
 
 START_TIMEOUT = 30.0
+PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 STOP_TIMEOUT = 15.0
+
+
+def _stop_with_parent() -> None:
+    """Ask Linux to send SIGTERM to the server when the test process dies, so a killed run leaves no server."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass  # not Linux: stop() still ends the server in a normal teardown
 
 
 def free_port() -> int:
@@ -164,6 +175,7 @@ class LiveServer:
                 [sys.executable, "-m", "sshca", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                  "--workers", str(self.workers), "--threads", str(self.threads)],
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                preexec_fn=_stop_with_parent,
             )
         finally:
             log.close()
