@@ -428,6 +428,28 @@ class Service:
             )
         self._require_state(request, "approved", "revoked")
 
+        serials = self._revoke_one(actor, request, reason)
+
+        # An extension continues the grant it extends, so revoking a grant
+        # also ends its extensions: pending ones are cancelled, approved ones
+        # revoked. Otherwise a later approval would reopen the access.
+        for extension in self._extensions_of(request):
+            state = effective_state(extension, self.now)
+            if state == "pending":
+                extension.state = "cancelled"
+                extension.closed_at = self.now
+                self._audit(actor, "request.cancelled", request_id=extension.id, details={
+                    "reason": f"request {request.id}, which it extends, was revoked",
+                })
+            elif state == "approved":
+                self._revoke_one(actor, extension, f"request {request.id}, which it extends, was revoked")
+
+        self._commit()
+        logger.info("request revoked", extra={"request_id": request.id, "user": actor.name, "serials": serials})
+        return request
+
+    def _revoke_one(self, actor: User, request: AccessRequest, reason: str) -> list[int]:
+        """Mark ``request`` and its certificates revoked and audit it; return the serials."""
         certificates = self.session.execute(
             sa.select(Certificate).where(Certificate.request_id == request.id).order_by(Certificate.serial)
         ).scalars().all()
@@ -438,9 +460,20 @@ class Service:
         request.closed_at = self.now
         serials = [certificate.serial for certificate in certificates]
         self._audit(actor, "request.revoked", request_id=request.id, details={"reason": reason, "serials": serials})
-        self._commit()
-        logger.info("request revoked", extra={"request_id": request.id, "user": actor.name, "serials": serials})
-        return request
+        return serials
+
+    def _extensions_of(self, request: AccessRequest) -> list[AccessRequest]:
+        """Return every request that extends ``request``, directly or through other extensions, locked."""
+        found = []
+        parents = [request.id]
+        while parents:
+            children = self.session.execute(
+                sa.select(AccessRequest).where(AccessRequest.extends_id.in_(parents))
+                .order_by(AccessRequest.id).with_for_update()
+            ).scalars().all()
+            found.extend(children)
+            parents = [child.id for child in children]
+        return found
 
     def extend(self, actor: User, request_id: int, *, duration, reason) -> AccessRequest:
         """Create a pending request for the same hosts and login, starting when this grant ends."""

@@ -225,6 +225,45 @@ def test_extend_creates_linked_pending_request(api):
     assert final["starts_at"] == approved["ends_at"]
 
 
+def test_revoke_cancels_pending_extension(api):
+    approved = api.approved_request(duration="1h")
+    extension = api.post(
+        f"/v1/requests/{approved['id']}/extend", "alice", json={"duration": "1h", "reason": "more"}
+    ).get_json()
+
+    response = api.post(f"/v1/requests/{approved['id']}/revoke", "alice", json={"reason": "done"})
+
+    assert response.status_code == 200
+    assert api.get(f"/v1/requests/{extension['id']}", "alice").get_json()["state"] == "cancelled"
+    [event] = api.events("request.cancelled")
+    assert event.request_id == extension["id"]
+    assert f"request {approved['id']}, which it extends, was revoked" in event.details
+    approve = api.post(f"/v1/requests/{extension['id']}/approve", "bob", json={})
+    assert approve.status_code == 409
+    assert api.certificate(extension["id"]).status_code == 409
+
+
+def test_revoke_revokes_approved_extension(api):
+    approved = api.approved_request(duration="1h")
+    extension = api.post(
+        f"/v1/requests/{approved['id']}/extend", "alice", json={"duration": "1h", "reason": "more"}
+    ).get_json()
+    api.approve(extension["id"], "bob")
+    api.approve(extension["id"], "carol")
+    issued = api.certificate(extension["id"])
+    assert issued.status_code == 201
+
+    response = api.post(f"/v1/requests/{approved['id']}/revoke", "bob", json={"reason": "incident over"})
+
+    assert response.status_code == 200
+    after = api.get(f"/v1/requests/{extension['id']}", "alice").get_json()
+    assert after["state"] == "revoked"
+    assert all(certificate["revoked_at"] for certificate in after["certificates"])
+    revoked = {event.request_id for event in api.events("request.revoked")}
+    assert revoked == {approved["id"], extension["id"]}
+    assert api.certificate(extension["id"]).status_code == 409
+
+
 def test_extend_checks(api):
     approved = api.approved_request()
     pending = api.create_request()
