@@ -626,7 +626,9 @@ class Service:
         if not isinstance(public_key, str):
             raise InvalidInput("invalid_type", f"field 'public_key' must be a string, got {_json_type(public_key)}", field="public_key")
         reason = self._text(reason, "reason", required=True, limit=MAX_REASON_LENGTH)
-        user_key = parse_user_key(public_key)
+        # A CA key in the KRL would make every host refuse every certificate
+        # that key signed, so CA keys are rejected here like in a certificate request.
+        user_key = parse_user_key(public_key, ca_public_keys=self.snapshot.ca_public_keys)
 
         existing = self.session.execute(
             sa.select(RevokedKey).where(RevokedKey.fingerprint == user_key.fingerprint)

@@ -266,3 +266,14 @@ def test_revoked_key_input_checks(api):
         response = api.post("/v1/revoked-keys", "frank", json=body)
         assert response.status_code == 400, body
     assert api.count("revoked_keys") == 0
+
+
+def test_ca_key_cannot_be_revoked(api):
+    ca_line = api.runtime.snapshot.signer.public_line()
+
+    response = api.post("/v1/revoked-keys", "frank", json={"public_key": ca_line, "reason": "oops"})
+
+    assert response.status_code == 400
+    assert error_code(response) == "ca_key"
+    assert api.count("revoked_keys") == 0
+    assert api.events("key.revoked") == []
