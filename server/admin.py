@@ -383,7 +383,7 @@ def retire_ca(config: Config, key_id: str) -> str:
     with _write_session(config) as session:
         _register_initial_key(session, config)
         query = sa.select(CAKeyRecord)
-        if key_id.isdigit():
+        if key_id.isascii() and key_id.isdigit():
             query = query.where(CAKeyRecord.id == int(key_id))
         else:
             query = query.where(CAKeyRecord.fingerprint == key_id)

@@ -89,6 +89,11 @@ def json_body(allowed: set[str]) -> dict:
         body = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidInput("invalid_json", f"the request body is not valid JSON ({exc}); send a JSON object") from None
+    except ValueError as exc:
+        # Python refuses integers of more than 4300 digits (sys.int_info).
+        raise InvalidInput("invalid_json", f"the request body has an invalid number ({exc}); send a JSON object") from None
+    except RecursionError:
+        raise InvalidInput("invalid_json", "the request body nests arrays or objects too deeply; send a flat JSON object") from None
     if not isinstance(body, dict):
         raise InvalidInput("invalid_json", "the request body must be a JSON object such as {\"comment\": \"...\"}")
     unknown = sorted(set(body) - allowed)
@@ -270,7 +275,7 @@ def _int_arg(args, name: str, *, minimum: int = 1, maximum: int = MAX_ID) -> int
     value = args.get(name)
     if value is None or value == "":
         return None
-    if not value.isdigit() or not minimum <= int(value) <= maximum:
+    if not (value.isascii() and value.isdigit()) or not minimum <= int(value) <= maximum:
         raise InvalidInput("invalid_parameter", f"query parameter '{name}' must be a whole number from {minimum} to {maximum}, got {value!r}", field=name)
     return int(value)
 

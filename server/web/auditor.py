@@ -37,7 +37,7 @@ def _int_filter(name: str) -> int | None:
     value = request.args.get(name, "").strip()
     if not value:
         return None
-    if not value.isdigit() or not 1 <= int(value) <= MAX_ID:
+    if not (value.isascii() and value.isdigit()) or not 1 <= int(value) <= MAX_ID:
         raise InvalidInput("invalid_parameter", f"{name} must be a whole number from 1 to {MAX_ID}, got {value!r}", field=name)
     return int(value)
 
@@ -99,7 +99,7 @@ def _query_string(values: dict, **extra) -> str:
 
 def _cursor() -> int | None:
     value = request.args.get("after", "").strip()
-    if not value.isdigit() or int(value) > MAX_ID:
+    if not (value.isascii() and value.isdigit()) or int(value) > MAX_ID:
         return None
     return int(value)
 

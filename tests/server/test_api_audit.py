@@ -270,3 +270,12 @@ def test_audit_events_logged_as_json_lines(api, caplog):
     for record in caplog.records:
         for token in api.tokens.values():
             assert token not in record.getMessage()
+
+
+@pytest.mark.parametrize("parameter", ["request", "cursor", "limit"])
+@pytest.mark.parametrize("value", ["\u00b2", "\u0663", "-1", "1.5"])
+def test_non_ascii_digits_rejected_in_query(api, parameter, value):
+    response = api.get(f"/v1/audit/events?{parameter}={value}", "erin")
+
+    assert response.status_code == 400
+    assert response.get_json()["error"]["code"] == "invalid_parameter"

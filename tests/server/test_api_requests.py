@@ -149,7 +149,9 @@ def test_invalid_json_rejected_on_every_post(api, path):
     user = "frank" if path == "/v1/revoked-keys" else "alice"
 
     for body, code in ((b"{not json", "invalid_json"), (b"[1, 2]", "invalid_json"), (b'"text"', "invalid_json"),
-                       (b"\xff\xfe", "invalid_json"), (b'{"unexpected": 1}', "unknown_field")):
+                       (b"\xff\xfe", "invalid_json"), (b'{"unexpected": 1}', "unknown_field"),
+                       (b'{"duration": ' + b"9" * 5000 + b"}", "invalid_json"),
+                       (b"[" * 20000 + b"]" * 20000, "invalid_json")):
         response = api.post(path, user, data=body, headers={"Content-Type": "application/json"})
         assert response.status_code == 400, (body, response.get_json())
         assert response.get_json()["error"]["code"] == code
