@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -211,3 +212,17 @@ def test_ca_rotate_and_retire(backend_live_server):
     revoke = live_server.post(f"/v1/requests/{request_id}/revoke", user="alice", json={"reason": "done"})
     assert revoke.status_code == 200
     assert live_server.get("/v1/krl").content.startswith(b"SSHKRL")
+
+
+def test_sighup_with_invalid_policy_keeps_serving(live_server):
+    (live_server.data_dir / "policy.toml").write_text("bogus [[[\n")
+
+    os.kill(live_server.process.pid, signal.SIGHUP)
+    time.sleep(3)
+
+    assert live_server.process.poll() is None, live_server.log_tail()
+    assert "SIGHUP ignored" in live_server.log_tail(200)
+    body = {"hosts": ["db1.prod.example.com"], "login": "deploy", "duration": "1h", "reason": "x"}
+    created = live_server.post("/v1/requests", user="alice", json=body)
+    assert created.status_code == 201
+    assert created.json()["approvals_required"] == 2
