@@ -10,11 +10,12 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
 
+from ca.errors import KRLError
 from ca.keys import CAKey, load_ca_key
 from ca.krl import build_krl
 from hostconfig.inventory import load_inventory
@@ -26,6 +27,9 @@ from server.policy import Policy, load_policy
 from server.ratelimit import FailureLimiter
 
 logger = logging.getLogger("sshca.server")
+
+# How long after it expires a revoked certificate stays in the KRL.
+KRL_RETENTION = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -127,24 +131,42 @@ class Runtime:
         )
 
     def krl(self, session) -> bytes:
-        """Return the current KRL, rebuilt only when revocations or CA keys changed."""
+        """Return the current KRL, rebuilt only when revocations, CA keys or the hour change.
+
+        A revoked certificate stays in the KRL until a day after it expires:
+        sshd refuses it by then anyway, even on a host whose clock is behind
+        by hours, and leaving it out keeps the KRL small however many
+        certificates were revoked over the years.
+        """
+        horizon = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - KRL_RETENTION
+        revoked = (Certificate.revoked_at.is_not(None), Certificate.valid_before > horizon)
         version = session.execute(
-            sa.select(sa.func.count(Certificate.serial), sa.func.max(Certificate.revoked_at))
-            .where(Certificate.revoked_at.is_not(None))
+            sa.select(sa.func.count(Certificate.serial), sa.func.max(Certificate.revoked_at)).where(*revoked)
         ).one()
         key_version = session.execute(sa.select(sa.func.count(RevokedKey.id), sa.func.max(RevokedKey.id))).one()
         ca_keys = self._all_ca_keys(session)
-        cache_key = (tuple(version), tuple(key_version), tuple(ca_keys))
+        cache_key = (horizon, tuple(version), tuple(key_version), tuple(ca_keys))
 
         cached = self._krl_cache
         if cached is not None and cached[0] == cache_key:
             return cached[1]
 
-        serials = session.execute(
-            sa.select(Certificate.serial).where(Certificate.revoked_at.is_not(None)).order_by(Certificate.serial)
-        ).scalars().all()
+        rows = session.execute(
+            sa.select(Certificate.serial, Certificate.key_id).where(*revoked).order_by(Certificate.serial)
+        ).all()
         keys = session.execute(sa.select(RevokedKey.public_key).order_by(RevokedKey.id)).scalars().all()
-        data = build_krl(serials=serials, public_keys=keys, ca_public_keys=ca_keys)
+        try:
+            data = build_krl(serials=[row.serial for row in rows], public_keys=keys, ca_public_keys=ca_keys)
+        except KRLError as error:
+            if error.code != "unreadable_krl":
+                raise
+            # Some ssh-keygen versions write serials dense over a wide span
+            # in a form they cannot read back; key IDs name the same
+            # certificates (each carries its serial) without that limit.
+            logger.warning("KRL by serial unreadable, revoking by key ID instead",
+                           extra={"certificates": len(rows), "error": str(error)})
+            data = build_krl(serials=[], key_ids=[row.key_id for row in rows], public_keys=keys,
+                             ca_public_keys=ca_keys)
         self._krl_cache = (cache_key, data)
         return data
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 from cryptography.hazmat.primitives import serialization
+
+from ca.certs import CertificateSpec, sign_certificate
+from ca.userkeys import parse_user_key
+from server.models import Certificate, User
 
 from tests.server.conftest import new_public_key
 
@@ -277,3 +283,66 @@ def test_ca_key_cannot_be_revoked(api):
     assert error_code(response) == "ca_key"
     assert api.count("revoked_keys") == 0
     assert api.events("key.revoked") == []
+
+
+def _insert_revoked_certificates(api, request_id, serials, *, valid_before):
+    rows = [
+        {"serial": serial, "request_id": request_id, "user_id": 1, "key_id": f"user=alice request={request_id} serial={serial}",
+         "principals": ["deploy@db1.prod.example.com"], "hosts": ["db1.prod.example.com"], "login": "deploy",
+         "valid_after": valid_before - timedelta(hours=1), "valid_before": valid_before,
+         "issued_at": valid_before - timedelta(hours=1), "revoked_at": valid_before - timedelta(minutes=30)}
+        for serial in serials
+    ]
+    with api.runtime.db.engine.begin() as connection:
+        user_id = connection.execute(sa.select(User.id).where(User.name == "alice")).scalar_one()
+        connection.execute(sa.insert(Certificate), [dict(row, user_id=user_id) for row in rows])
+
+
+def _sign_with_server_ca(api, serial, key_id, tmp_path):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    user_key = parse_user_key(new_public_key())
+    issued = sign_certificate(
+        api.runtime.snapshot.signer,
+        CertificateSpec(public_key=user_key, serial=serial, key_id=key_id, principals=("deploy@db1.prod.example.com",),
+                        valid_after=now, valid_before=now + timedelta(hours=1)),
+        max_validity=timedelta(hours=8),
+    )
+    path = tmp_path / f"{serial}-cert.pub"
+    path.write_text(issued.line + "\n")
+    return path
+
+
+def _krl_revokes(api, certificate_path, tmp_path) -> bool:
+    krl = tmp_path / "revoked.krl"
+    krl.write_bytes(api.get("/v1/krl").data)
+    result = subprocess.run(["ssh-keygen", "-Q", "-f", str(krl), str(certificate_path)], capture_output=True, text=True)
+    assert result.returncode in (0, 1), result.stderr
+    return result.returncode == 1
+
+
+def test_krl_leaves_out_certificates_expired_a_day_ago(api, tmp_path):
+    approved = api.approved_request()
+    now = datetime.now(timezone.utc)
+    _insert_revoked_certificates(api, approved["id"], [900001], valid_before=now - timedelta(days=2))
+    _insert_revoked_certificates(api, approved["id"], [900002], valid_before=now + timedelta(hours=1))
+
+    old = _sign_with_server_ca(api, 900001, f"user=alice request={approved['id']} serial=900001", tmp_path)
+    current = _sign_with_server_ca(api, 900002, f"user=alice request={approved['id']} serial=900002", tmp_path)
+
+    assert not _krl_revokes(api, old, tmp_path)
+    assert _krl_revokes(api, current, tmp_path)
+
+
+@pytest.mark.slow
+def test_krl_falls_back_to_key_ids_for_dense_serials(api, tmp_path):
+    # OpenSSH 9.2 cannot read back a KRL of serials this dense over this
+    # wide a span; the server then revokes the same certificates by key ID.
+    approved = api.approved_request()
+    serials = range(1003, 18000, 3)
+    _insert_revoked_certificates(api, approved["id"], serials, valid_before=datetime.now(timezone.utc) + timedelta(hours=1))
+
+    revoked = _sign_with_server_ca(api, 17998, f"user=alice request={approved['id']} serial=17998", tmp_path)
+    kept = _sign_with_server_ca(api, 17999, f"user=alice request={approved['id']} serial=17999", tmp_path)
+
+    assert _krl_revokes(api, revoked, tmp_path)
+    assert not _krl_revokes(api, kept, tmp_path)
