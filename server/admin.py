@@ -431,7 +431,9 @@ def check_policy(config: Config):
         config.policy, max_certificate_lifetime=config.max_certificate_lifetime,
         clock_skew=config.clock_skew, request_ttl=config.request_ttl,
     )
-    return policy, load_inventory(config.inventory)
+    inventory = load_inventory(config.inventory)
+    policy.check_targets(inventory)
+    return policy, inventory
 
 
 def signal_reload(config: Config) -> int | None:

@@ -100,6 +100,16 @@ class Policy:
                 return rule
         return None
 
+    def check_targets(self, inventory) -> None:
+        """Check that every rule's hosts name hosts or groups of ``inventory``.
+
+        A misspelt or removed host would otherwise leave a rule silently
+        unusable. Raises InventoryError naming the policy file, the rule and
+        the unknown target.
+        """
+        for index, rule in enumerate(self.rules):
+            inventory.check_targets(rule.hosts, source=self.source, entry=f"rules[{index}] ({rule.name})")
+
     def match(self, user: str, groups: frozenset[str], targets, login: str, inventory) -> Rule | None:
         """Return the first rule that lets ``user`` request ``targets`` as ``login``, or None."""
         for rule in self.rules:

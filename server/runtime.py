@@ -77,6 +77,7 @@ class Runtime:
             request_ttl=config.request_ttl,
         )
         inventory = load_inventory(config.inventory)
+        policy.check_targets(inventory)
         signer = self._load_signer()
         with self.db.read() as session:
             ca_public_keys = session.execute(sa.select(CAKeyRecord.public_key)).scalars().all()

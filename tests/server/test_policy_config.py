@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hostconfig.inventory import parse_inventory
+from hostconfig.inventory import InventoryError, parse_inventory
 from server.config import ConfigError, load_config, load_session_key
 from server.policy import PolicyError, parse_policy
 from tests.support.live_server import DEFAULT_INVENTORY, DEFAULT_POLICY
@@ -169,3 +169,20 @@ def test_session_key_generated_once(tmp_path):
     assert len(first) == 32
     assert path.stat().st_mode & 0o777 == 0o600
     assert [p.name for p in Path(tmp_path).iterdir()] == ["session.key"]
+
+
+@pytest.mark.parametrize("target", ["db9.prod.example.com", "group:prod-dbs"])
+def test_rule_naming_unknown_target_rejected(target):
+    parsed = policy(RULE.replace('hosts = ["group:prod-db"]', f'hosts = ["group:prod-db", "{target}"]'))
+    inventory = parse_inventory(DEFAULT_INVENTORY, "inventory.toml")
+
+    with pytest.raises(InventoryError, match=rf"unknown host or group '{target}'") as caught:
+        parsed.check_targets(inventory)
+
+    assert "policy.toml" in str(caught.value)
+    assert "rules[0] (r)" in str(caught.value)
+    assert caught.value.code == "unknown_target"
+
+
+def test_default_policy_targets_known():
+    policy(DEFAULT_POLICY).check_targets(parse_inventory(DEFAULT_INVENTORY, "inventory.toml"))
