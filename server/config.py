@@ -24,7 +24,9 @@ PATH_KEYS = ("ca_key", "ca_passphrase_file", "policy", "inventory", "session_key
 DURATION_KEYS = ("max_certificate_lifetime", "clock_skew", "request_ttl")
 STRING_KEYS = ("database_url", "ca_passphrase_env", "log_level")
 INT_KEYS = ("min_rsa_bits",)
-ALL_KEYS = ("data_dir",) + PATH_KEYS + DURATION_KEYS + STRING_KEYS + INT_KEYS
+# Web page settings; the web package validates their values when it starts.
+WEB_KEYS = ("trusted_proxies", "proxy_user_header", "web_session_lifetime")
+ALL_KEYS = ("data_dir",) + PATH_KEYS + DURATION_KEYS + STRING_KEYS + INT_KEYS + WEB_KEYS
 
 DEFAULT_DURATIONS = {
     "max_certificate_lifetime": "24h",
@@ -55,6 +57,9 @@ class Config:
     request_ttl: timedelta
     min_rsa_bits: int = 2048
     log_level: str = "INFO"
+    trusted_proxies: tuple[str, ...] | None = None  # addresses or networks allowed to send proxy_user_header
+    proxy_user_header: str | None = None  # header naming the signed-in user, set by an SSO proxy
+    web_session_lifetime: timedelta | None = None  # None: the web pages' default
     source: str = "defaults"
 
     def read_passphrase(self) -> bytes:
@@ -162,6 +167,26 @@ def _resolve(raw, path) -> Config:
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError(f"log_level must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
 
+    trusted_proxies = None
+    if "trusted_proxies" in raw:
+        value, source, _ = raw["trusted_proxies"]
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+            raise ConfigError(
+                f"{source}: trusted_proxies must be a list of addresses or networks such as "
+                f"[\"10.0.0.5\", \"10.1.0.0/16\"], got {value!r}"
+            )
+        trusted_proxies = tuple(value)
+
+    web_session_lifetime = None
+    if "web_session_lifetime" in raw:
+        value, source, _ = raw["web_session_lifetime"]
+        try:
+            web_session_lifetime = parse_duration(value, field="web_session_lifetime")
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
     return Config(
         data_dir=data_dir,
         database_url=database_url,
@@ -177,6 +202,9 @@ def _resolve(raw, path) -> Config:
         request_ttl=duration_value("request_ttl"),
         min_rsa_bits=min_rsa_bits,
         log_level=log_level,
+        trusted_proxies=trusted_proxies,
+        proxy_user_header=string("proxy_user_header") or None,
+        web_session_lifetime=web_session_lifetime,
         source=str(path) if path is not None else "defaults",
     )
 

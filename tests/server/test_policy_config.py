@@ -186,3 +186,26 @@ def test_rule_naming_unknown_target_rejected(target):
 
 def test_default_policy_targets_known():
     policy(DEFAULT_POLICY).check_targets(parse_inventory(DEFAULT_INVENTORY, "inventory.toml"))
+
+
+def test_web_settings_from_file_and_environment(tmp_path):
+    config_file = tmp_path / "sshca.toml"
+    config_file.write_text('trusted_proxies = ["10.0.0.5", "10.1.0.0/16"]\nproxy_user_header = "X-Remote-User"\n'
+                           'web_session_lifetime = "2h"\n')
+
+    from_file = load_config(config_file, environ={})
+    from_environment = load_config(config_file, environ={"SSHCA_TRUSTED_PROXIES": "192.0.2.1, 192.0.2.2"})
+
+    assert from_file.trusted_proxies == ("10.0.0.5", "10.1.0.0/16")
+    assert from_file.proxy_user_header == "X-Remote-User"
+    assert from_file.web_session_lifetime == timedelta(hours=2)
+    assert from_environment.trusted_proxies == ("192.0.2.1", "192.0.2.2")
+    assert load_config(None, environ={}).trusted_proxies is None
+
+
+def test_invalid_trusted_proxies_rejected(tmp_path):
+    config_file = tmp_path / "sshca.toml"
+    config_file.write_text("trusted_proxies = 5\n")
+
+    with pytest.raises(ConfigError, match=r"trusted_proxies must be a list of addresses or networks"):
+        load_config(config_file, environ={})

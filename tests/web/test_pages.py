@@ -615,9 +615,7 @@ def test_tampered_chain_reported(tmp_path):
 
 @pytest.fixture(scope="module")
 def proxy_app(site):
-    fields = [("trusted_proxies", tuple, ("10.9.0.0/16",)), ("proxy_user_header", str, "X-Remote-User")]
-    ProxyConfig = dataclasses.make_dataclass("ProxyConfig", fields, bases=(type(site.config),), frozen=True)
-    config = ProxyConfig(**dataclasses.asdict(site.config))
+    config = dataclasses.replace(site.config, trusted_proxies=("10.9.0.0/16",), proxy_user_header="X-Remote-User")
     application = create_app(config)
     yield application
     application.extensions["sshca"].close()
