@@ -17,6 +17,7 @@ along the chain.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from sqlalchemy.orm import Session
 from server.models import AuditEvent, AuditHead
 
 GENESIS_HASH = "0" * 64
-VERIFY_BATCH = 5000
+VERIFY_BATCH = 20000
 
 audit_logger = logging.getLogger("sshca.audit")
 
@@ -139,6 +140,7 @@ class VerifyResult:
     head: str
     first_bad_event: int | None = None
     problem: str | None = None
+    checked_at: datetime | None = None  # when the chain was read, for results shown later
 
     def to_json(self) -> dict:
         result = {"ok": self.ok, "events": self.events, "head": self.head}
@@ -148,13 +150,46 @@ class VerifyResult:
         return result
 
 
+_encode_string = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _row_hash(prev_hash: str, row) -> str:
+    """Return the hash of one stored event row, as :func:`compute_hash` would.
+
+    The canonical JSON is assembled from the stored columns: ``details`` is
+    stored as canonical JSON already, so it is used as written. This is what
+    makes verifying a million events take seconds, not minutes. A details
+    text that is not canonical, which sshca never writes, counts as changed.
+    """
+    # Same text as format_time, which strftime makes several times slower.
+    time = row.time.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+    request_id = "null" if row.request_id is None else int(row.request_id)
+    serial = "null" if row.serial is None else int(row.serial)
+    document = (
+        f'{{"action":{_encode_string(row.action)},"actor":{_encode_string(row.actor)},"details":{row.details},'
+        f'"id":{int(row.id)},"request_id":{request_id},"serial":{serial},"time":"{time}"}}'
+    )
+    digest = hashlib.sha256(prev_hash.encode("ascii"))
+    digest.update(document.encode("utf-8"))
+    return digest.hexdigest()
+
+
 def verify_chain(session: Session) -> VerifyResult:
     """Recompute the chain from the first event and compare it with the head row.
 
     ``first_bad_event`` is the id of the first event that was edited, is
     missing, or sits out of place.
     """
-    head = session.execute(sa.select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+    result = _verify_rows(session)
+    return dataclasses.replace(result, checked_at=datetime.now(timezone.utc))
+
+
+def _verify_rows(session: Session) -> VerifyResult:
+    head = session.execute(sa.select(AuditHead.last_id, AuditHead.last_hash).where(AuditHead.id == 1)).one()
+    table = AuditEvent.__table__
+    columns = [table.c[name] for name in (
+        "id", "time", "actor", "action", "request_id", "serial", "details", "prev_hash", "hash",
+    )]
     expected_id = 1
     prev_hash = GENESIS_HASH
     count = 0
@@ -162,26 +197,25 @@ def verify_chain(session: Session) -> VerifyResult:
 
     while True:
         batch = session.execute(
-            sa.select(AuditEvent).where(AuditEvent.id > last_seen).order_by(AuditEvent.id).limit(VERIFY_BATCH)
-        ).scalars().all()
+            sa.select(*columns).where(table.c.id > last_seen).order_by(table.c.id).limit(VERIFY_BATCH)
+        ).all()
         if not batch:
             break
-        for event in batch:
-            if event.id != expected_id:
+        for row in batch:
+            if row.id != expected_id:
                 return VerifyResult(False, count, prev_hash, expected_id, f"event {expected_id} is missing")
-            if event.prev_hash != prev_hash:
-                return VerifyResult(False, count, prev_hash, event.id, f"event {event.id} does not follow event {event.id - 1}")
+            if row.prev_hash != prev_hash:
+                return VerifyResult(False, count, prev_hash, row.id, f"event {row.id} does not follow event {row.id - 1}")
             try:
-                recomputed = compute_hash(prev_hash, event_fields(event))
-            except (ValueError, TypeError):
+                recomputed = _row_hash(prev_hash, row)
+            except (ValueError, TypeError, AttributeError):
                 recomputed = None
-            if recomputed != event.hash:
-                return VerifyResult(False, count, prev_hash, event.id, f"event {event.id} was changed after it was written")
-            prev_hash = event.hash
+            if recomputed != row.hash:
+                return VerifyResult(False, count, prev_hash, row.id, f"event {row.id} was changed after it was written")
+            prev_hash = row.hash
             expected_id += 1
             count += 1
         last_seen = batch[-1].id
-        session.expunge_all()
 
     if head.last_id != count or head.last_hash != prev_hash:
         missing = count + 1 if head.last_id > count else head.last_id + 1

@@ -48,6 +48,7 @@ class Runtime:
         self.db = database or Database(config.database_url)
         self._lock = threading.Lock()
         self._krl_cache: tuple[tuple, bytes] | None = None
+        self.last_verification = None  # audit.VerifyResult of the newest chain verification in this process
         self._signer_cache: tuple[tuple, CAKey] | None = None
         self.auth_failures = FailureLimiter()
         self._snapshot = self._load()

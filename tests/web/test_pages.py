@@ -711,3 +711,20 @@ def test_auditor_sees_request_without_buttons(app, site):
     assert response.status_code == 403
     assert "not an approver" in response.text
     assert request_state(app, site, created["id"])["state"] == "pending"
+
+
+def test_chain_status_reused_within_max_age(site):
+    app = create_app(site.config)
+    try:
+        client = signed_in(app, site, "carol")
+        first = client.get("/ui/events").text
+        runtime = app.extensions["sshca"]
+        checked = runtime.last_verification.checked_at
+
+        second = client.get("/ui/certificates").text
+
+        assert "Audit log verified at" in first
+        assert runtime.last_verification.checked_at == checked
+        assert checked.strftime("%H:%M:%S UTC") in second
+    finally:
+        app.extensions["sshca"].close()
