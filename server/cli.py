@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+from datetime import datetime, timezone
 from pathlib import Path
 
 import click
@@ -232,8 +233,14 @@ def token_revoke(ctx, token_id, user_name):
 @_fail_cleanly
 def token_list(ctx, name):
     """List tokens (all, or those of user NAME); tokens themselves are never shown again."""
+    now = datetime.now(timezone.utc)
     for item in admin_ops.list_tokens(_config(ctx), name):
-        state = "revoked" if item["revoked_at"] else "active"
+        if item["revoked_at"]:
+            state = "revoked"
+        elif item["expires_at"] and item["expires_at"] <= now:
+            state = "expired"
+        else:
+            state = "active"
         expires = item["expires_at"].isoformat() if item["expires_at"] else "never"
         click.echo(f"{item['id']}\t{item['user']}\t{state}\texpires={expires}")
 

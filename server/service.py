@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import logging
 import secrets
+import unicodedata
 from datetime import datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -151,6 +152,16 @@ class Service:
             raise InvalidInput("too_long", f"field '{field}' is {len(value)} characters long; the limit is {limit}", field=field)
         if any(ord(char) < 32 and char not in "\t\n" for char in value) or "\x7f" in value:
             raise InvalidInput("invalid_characters", f"field '{field}' contains control characters; remove them", field=field)
+        # Format characters (Unicode category Cf) include the bidirectional
+        # overrides, with which a requester could make a reason read
+        # differently to approvers than it is stored.
+        formatting = next((char for char in value if unicodedata.category(char) == "Cf"), None)
+        if formatting is not None:
+            raise InvalidInput(
+                "invalid_characters",
+                f"field '{field}' contains the invisible format character U+{ord(formatting):04X}; remove it",
+                field=field,
+            )
         return value
 
     @staticmethod
@@ -320,7 +331,7 @@ class Service:
         if request.state != wanted:
             raise Conflict(
                 "invalid_state",
-                f"request {request.id} is {request.state}; only a {wanted} request can be {action}",
+                f"request {request.id} is {request.state}; only {'an' if wanted[0] in 'aeiou' else 'a'} {wanted} request can be {action}",
             )
 
     def _rule_for_approver(self, actor: User, request: AccessRequest):

@@ -110,6 +110,16 @@ def test_token_create_prints_only_token(live_server):
     assert live_server.get("/v1/requests", token=token).status_code == 401
 
 
+def test_token_list_shows_expired_tokens(live_server):
+    live_server.admin("token", "create", "dave", "--expires", "1s")
+    time.sleep(1.5)
+
+    listed = live_server.admin("token", "list", "dave").stdout.splitlines()
+
+    assert len(listed) == 1
+    assert listed[0].split("\t")[2] == "expired"
+
+
 def test_user_commands_change_access(live_server):
     live_server.admin("user", "add", "ivy", "--group", "sre", "--group", "oncall")
     token = live_server.admin("token", "create", "ivy").stdout.strip()

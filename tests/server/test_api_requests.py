@@ -95,6 +95,7 @@ BAD_INPUT = [
     ({"reason": 7}, "invalid_type", "'reason'"),
     ({"reason": "x" * 2001}, "too_long", "'reason'"),
     ({"reason": "bad\x00byte"}, "invalid_characters", "'reason'"),
+    ({"reason": "fix \u202edaolpu"}, "invalid_characters", "U+202E"),
     ({"starts_at": "tomorrow"}, "invalid_time", "tomorrow"),
     ({"starts_at": "2026-12-04T10:00:00"}, "invalid_time", "2026-12-04T10:00:00"),
     ({"starts_at": 5}, "invalid_type", "'starts_at'"),
