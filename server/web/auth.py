@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import sqlalchemy as sa
-from flask import flash, g, redirect, render_template, request, url_for
+from flask import current_app, flash, g, redirect, render_template, request, url_for
 
 from server.errors import Unauthorized
 from server.models import Token
@@ -37,11 +37,21 @@ def sign_in_submit():
     next_url = safe_next(request.form.get("next"))
     token = request.form.get("token", "").strip()
 
+    # The same failure limit as the API's token check, so the sign-in form
+    # is no faster a way to guess tokens.
+    address = request.remote_addr or "unknown"
+    limiter = current_app.extensions["sshca"].auth_failures
+    if limiter.blocked(address):
+        logger.warning("web sign-in blocked after repeated failures", extra={"remote_addr": address})
+        flash("Too many failed sign-ins from this address; wait a minute and check your token.", "error")
+        return render_template("web/sign_in.html", next_url=next_url), 429
+
     svc = service()
     try:
         user = svc.authenticate(token)
     except Unauthorized as exc:
-        logger.info("web sign-in rejected", extra={"remote_addr": request.remote_addr})
+        limiter.record_failure(address)
+        logger.info("web sign-in rejected", extra={"remote_addr": address})
         flash(exc.message, "error")
         return render_template("web/sign_in.html", next_url=next_url), 401
 

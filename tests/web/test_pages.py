@@ -55,6 +55,23 @@ def test_sign_in_bad_token_rejected(client):
     assert client.get("/ui/inbox").status_code == 303
 
 
+def test_sign_in_blocked_after_repeated_failures(app, site):
+    # A documentation address of its own, so other tests' sign-ins are not blocked.
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = "192.0.2.77"
+    limiter = app.extensions["sshca"].auth_failures
+    page = client.get("/ui/sign-in")
+    form = {"csrf_token": csrf_from(page.text), "token": "sshca_nope"}
+
+    statuses = [client.post("/ui/sign-in", data=form).status_code for _ in range(limiter.max_failures)]
+    blocked = client.post("/ui/sign-in", data=dict(form, token=site.tokens["alice"]))
+
+    assert set(statuses) == {401}
+    assert blocked.status_code == 429
+    assert "Too many failed sign-ins" in blocked.text
+    assert client.get("/ui/inbox").status_code == 303
+
+
 def test_sign_in_without_csrf_rejected(client, site):
     client.get("/ui/sign-in")
     response = client.post("/ui/sign-in", data={"token": site.tokens["alice"]})
