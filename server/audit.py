@@ -196,8 +196,11 @@ def _verify_rows(session: Session) -> VerifyResult:
     last_seen = 0
 
     while True:
+        # Events appended after the head row was read are left for the next
+        # verification: on PostgreSQL each statement sees newer commits.
         batch = session.execute(
-            sa.select(*columns).where(table.c.id > last_seen).order_by(table.c.id).limit(VERIFY_BATCH)
+            sa.select(*columns).where(table.c.id > last_seen, table.c.id <= head.last_id)
+            .order_by(table.c.id).limit(VERIFY_BATCH)
         ).all()
         if not batch:
             break
@@ -220,4 +223,15 @@ def _verify_rows(session: Session) -> VerifyResult:
     if head.last_id != count or head.last_hash != prev_hash:
         missing = count + 1 if head.last_id > count else head.last_id + 1
         return VerifyResult(False, count, prev_hash, missing, f"the log ends at event {count} but its head names event {head.last_id}")
+
+    # An event past the head is either appended since the head was read
+    # (its transaction moved the head too) or written around the chain.
+    last_row = session.execute(sa.select(sa.func.max(table.c.id))).scalar_one()
+    if last_row is not None and last_row > head.last_id:
+        current = session.execute(sa.select(AuditHead.last_id).where(AuditHead.id == 1)).scalar_one()
+        if last_row > current:
+            return VerifyResult(
+                False, count, prev_hash, current + 1,
+                f"event {current + 1} is in the log but its head names event {current}",
+            )
     return VerifyResult(True, count, prev_hash)

@@ -114,3 +114,31 @@ def test_parallel_issuing_and_deciding(busy_server):
     verify = server.get("/v1/audit/verify", user="erin").json()
     assert verify["ok"] is True, verify
     assert verify["events"] == len(events)
+
+
+def test_verify_while_issuing(busy_server):
+    # On PostgreSQL each statement sees newer commits, so verification must
+    # not mistake events appended while it reads for a broken chain.
+    server = busy_server
+    request_id = create(server)
+    for approver in ("bob", "carol"):
+        assert server.post(f"/v1/requests/{request_id}/approve", user=approver, json={}).status_code == 200
+    alice = {"Authorization": f"Bearer {server.token('alice')}"}
+    erin = {"Authorization": f"Bearer {server.token('erin')}"}
+
+    def issue(_):
+        with requests.Session() as http:
+            response = http.post(f"{server.url}/v1/requests/{request_id}/certificate", headers=alice,
+                                 json={"public_key": new_public_key()}, timeout=120)
+        return response.status_code
+
+    with ThreadPoolExecutor(CLIENTS) as pool:
+        issuing = pool.map(issue, range(60))
+        results = []
+        with requests.Session() as http:
+            for _ in range(15):
+                results.append(http.get(f"{server.url}/v1/audit/verify", headers=erin, timeout=120).json())
+        statuses = list(issuing)
+
+    assert set(statuses) == {201}
+    assert [result for result in results if not result["ok"]] == []
