@@ -340,11 +340,12 @@ def list_certificates():
 def list_events():
     svc = service()
     actor = authenticate(svc)
-    args = _query_args({"actor", "action", "request", "since", "until", "format", "cursor", "limit", "order"})
+    args = _query_args({"actor", "action", "request", "host", "since", "until", "format", "cursor", "limit", "order"})
     filters = {
         "actor_name": args.get("actor") or None,
         "action": args.get("action") or None,
         "request": _int_arg(args, "request"),
+        "host": args.get("host") or None,
         "since": _time_arg(args, "since"),
         "until": _time_arg(args, "until"),
     }

@@ -734,13 +734,7 @@ class Service:
         if user is not None:
             query = query.join(User, Certificate.user_id == User.id).where(User.name == user)
         if host is not None:
-            validate_host(host)  # also keeps LIKE wildcards out of the pattern below
-            entries = [host]
-            known = self.snapshot.inventory.hosts.get(host)
-            if known is not None:
-                entries += [f"group:{group}" for group in known.groups]
-            text = sa.cast(Certificate.hosts, sa.Text)
-            query = query.where(sa.or_(*[text.contains(f'"{entry}"') for entry in entries]))
+            query = query.where(self._covers_host(Certificate.hosts, host))
         if request is not None:
             query = query.where(Certificate.request_id == request)
         if since is not None:
@@ -763,10 +757,32 @@ class Service:
             return rows[:limit], rows[limit - 1].serial
         return rows, None
 
-    def event_query(self, actor: User, *, actor_name=None, action=None, request=None, since=None, until=None):
-        """Return a SELECT of audit events matching the filters, for auditors."""
+    def _covers_host(self, hosts_column, host: str):
+        """Return a condition: the JSON list in ``hosts_column`` names ``host`` or one of its groups.
+
+        Groups come from the current inventory. Raises InvalidName for an
+        invalid host name, which also keeps LIKE wildcards out of the pattern.
+        """
+        validate_host(host)
+        entries = [host]
+        known = self.snapshot.inventory.hosts.get(host)
+        if known is not None:
+            entries += [f"group:{group}" for group in known.groups]
+        text = sa.cast(hosts_column, sa.Text)
+        return sa.or_(*[text.contains(f'"{entry}"') for entry in entries])
+
+    def event_query(self, actor: User, *, actor_name=None, action=None, request=None, host=None, since=None,
+                    until=None):
+        """Return a SELECT of audit events matching the filters, for auditors.
+
+        ``host`` selects the events of requests whose hosts name that host or
+        one of its groups.
+        """
         self._require_auditor(actor)
         query = sa.select(AuditEvent)
+        if host is not None:
+            requests_on_host = sa.select(AccessRequest.id).where(self._covers_host(AccessRequest.hosts, host))
+            query = query.where(AuditEvent.request_id.in_(requests_on_host))
         if actor_name is not None:
             query = query.where(AuditEvent.actor == actor_name)
         if action is not None:

@@ -30,7 +30,7 @@ CHAIN_STATUS_MAX_AGE = timedelta(minutes=5)
 MAX_ID = 2**63 - 1
 
 CERTIFICATE_FILTERS = ("user", "host", "request", "since", "until", "active")
-EVENT_FILTERS = ("actor", "action", "request", "since", "until")
+EVENT_FILTERS = ("actor", "action", "request", "host", "since", "until")
 
 
 # -- filters --------------------------------------------------------------------
@@ -85,6 +85,7 @@ def event_filters() -> dict:
         "actor_name": _text_filter("actor"),
         "action": _text_filter("action"),
         "request": _int_filter("request"),
+        "host": _text_filter("host"),
         "since": _time_filter("since"),
         "until": _time_filter("until"),
     }

@@ -45,9 +45,10 @@ def _time_params(since, until) -> dict:
 @audit.command("events", context_settings=CONTEXT)
 @_filter_options
 @click.option("--action", metavar="ACTION", help="Only this action, e.g. request.approved.")
-def audit_events(user, request_id, since, until, output_format, action):
+@click.option("--host", metavar="HOST", help="Only events of requests for this host or one of its groups.")
+def audit_events(user, request_id, since, until, output_format, action, host):
     """List audit events: who did what, when, to which request."""
-    params = {"actor": user, "action": action, "request": request_id}
+    params = {"actor": user, "action": action, "request": request_id, "host": host}
     params.update(_time_params(since, until))
     _list_or_export("/v1/audit/events", "events", params, output_format, _event_rows,
                     ["ID", "TIME", "ACTOR", "ACTION", "REQUEST", "SERIAL", "DETAILS"])

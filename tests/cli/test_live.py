@@ -450,6 +450,18 @@ def test_audit_events_filters(as_user):
     assert request_id in [event["request_id"] for event in events]
 
 
+def test_audit_events_by_host(as_user):
+    db_request = new_request(as_user)
+    web_request = new_request(as_user, hosts=(WEB_HOST,))
+
+    result = as_user("erin").run("audit", "events", "--host", WEB_HOST, "--format", "jsonl")
+
+    assert result.returncode == 0, result.stderr
+    request_ids = {json.loads(line)["request_id"] for line in result.stdout.splitlines()}
+    assert web_request in request_ids
+    assert db_request not in request_ids
+
+
 def test_audit_events_csv(as_user):
     request_id = new_request(as_user)
 

@@ -279,3 +279,20 @@ def test_non_ascii_digits_rejected_in_query(api, parameter, value):
 
     assert response.status_code == 400
     assert response.get_json()["error"]["code"] == "invalid_parameter"
+
+
+def test_events_filtered_by_host(api):
+    on_db1 = api.create_request(hosts=["db1.prod.example.com"])
+    on_group = api.create_request(hosts=["group:prod-db"], login="postgres")
+    on_web = api.create_request(hosts=["web1.prod.example.com"])
+
+    def request_ids(host):
+        events = api.get(f"/v1/audit/events?host={host}", "erin").get_json()["events"]
+        return {event["request_id"] for event in events}
+
+    assert request_ids("db1.prod.example.com") == {on_db1["id"], on_group["id"]}
+    assert request_ids("db2.prod.example.com") == {on_group["id"]}
+    assert request_ids("web1.prod.example.com") == {on_web["id"]}
+    bad = api.get("/v1/audit/events?host=db1%25", "erin")
+    assert bad.status_code == 400
+    assert "db1%" in bad.get_json()["error"]["message"]
