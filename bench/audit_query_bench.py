@@ -11,7 +11,6 @@ Usage: .venv/bin/python bench/audit_query_bench.py [--database sqlite|postgres]
 """
 
 import argparse
-import json
 import random
 import shutil
 import statistics

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta, timezone
 from cryptography.hazmat.primitives import serialization
 
 from ca.errors import InvalidCertificateSpec, InvalidName, quote_value
-from ca.keys import CAKey, fingerprint
+from ca.keys import CAKey
 from ca.principals import MAX_PRINCIPALS, parse_principal
 from ca.userkeys import UserKey
 

@@ -7,16 +7,15 @@ lives in the service layer.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 
 import sqlalchemy as sa
-from flask import Blueprint, Response, current_app, g, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from ca.durations import parse_time
 from server import serialize
+from server.export import export_response, stream_rows
 from server.errors import InvalidInput, NotFound, ServiceError, TooManyRequests, Unauthorized
 from server.models import AuditEvent, CAKeyRecord, Certificate
 from server.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, Service
@@ -26,7 +25,6 @@ logger = logging.getLogger("sshca.server")
 api = Blueprint("api", __name__)
 
 MAX_ID = 2**63 - 1
-EXPORT_BATCH = 1000
 FORMATS = ("json", "csv", "jsonl")
 
 
@@ -332,8 +330,8 @@ def list_certificates():
         })
 
     query = svc.certificate_query(actor, **filters)
-    records = _stream_rows(query, Certificate.serial, lambda row: serialize.certificate_json(row, now))
-    return _export(records, output, serialize.CERTIFICATE_COLUMNS, "certificates")
+    records = stream_rows(runtime().db, query, Certificate.serial, lambda row: serialize.certificate_json(row, now))
+    return export_response(records, output, serialize.CERTIFICATE_COLUMNS, "certificates")
 
 
 @api.get("/v1/audit/events")
@@ -366,8 +364,8 @@ def list_events():
         })
 
     query = svc.event_query(actor, **filters)
-    records = _stream_rows(query, AuditEvent.id, serialize.event_json)
-    return _export(records, output, serialize.EVENT_COLUMNS, "audit-events")
+    records = stream_rows(runtime().db, query, AuditEvent.id, serialize.event_json)
+    return export_response(records, output, serialize.EVENT_COLUMNS, "audit-events")
 
 
 @api.get("/v1/audit/verify")
@@ -375,54 +373,6 @@ def verify():
     svc = service()
     actor = authenticate(svc)
     return jsonify(svc.verify_audit(actor).to_json())
-
-
-def _stream_rows(query, key_column, to_json):
-    """Yield JSON records of ``query`` in key order, a batch at a time, on a session of their own."""
-    database = runtime().db
-
-    def generate():
-        last = None
-        with database.read() as session:
-            while True:
-                page = query if last is None else query.where(key_column > last)
-                rows = session.execute(page.order_by(key_column).limit(EXPORT_BATCH)).scalars().all()
-                if not rows:
-                    return
-                for row in rows:
-                    yield to_json(row)
-                last = getattr(rows[-1], key_column.key)
-                session.expunge_all()
-
-    return generate()
-
-
-def _export(records, output: str, columns, name: str) -> Response:
-    if output == "jsonl":
-        body = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n" for record in records)
-        mimetype = "application/x-ndjson"
-        extension = "jsonl"
-    else:
-        body = _csv_lines(records, columns)
-        mimetype = "text/csv"
-        extension = "csv"
-    return Response(
-        stream_with_context(body), mimetype=mimetype,
-        headers={"Content-Disposition": f'attachment; filename="sshca-{name}.{extension}"'},
-    )
-
-
-def _csv_lines(records, columns):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for record in records:
-        writer.writerow(serialize.csv_row(record, columns))
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.getvalue():
-        yield buffer.getvalue()
 
 
 # -- errors ---------------------------------------------------------------------

@@ -8,23 +8,21 @@ of verifying the audit hash chain at the top.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 from datetime import timedelta
 from urllib.parse import urlencode
 
-from flask import Response, flash, g, render_template, request, stream_with_context, url_for
+from flask import flash, g, render_template, request, url_for
 
 from ca.durations import parse_time
 from ca.errors import CAError
 from server import serialize
 from server.errors import InvalidInput
+from server.export import export_response, stream_rows
 from server.models import AuditEvent, Certificate
 from server.web.blueprint import bp, runtime, service, sign_in_required
 
 PAGE_SIZE = 50
-EXPORT_BATCH = 1000
 # How old a chain verification the pages may show before they verify again.
 CHAIN_STATUS_MAX_AGE = timedelta(minutes=5)
 MAX_ID = 2**63 - 1
@@ -190,8 +188,8 @@ def certificates_export(output: str):
     svc = service()
     query = svc.certificate_query(g.viewer, **certificate_filters())
     now = svc.now
-    records = _stream_rows(query, Certificate.serial, lambda row: serialize.certificate_json(row, now))
-    return _export(records, output, serialize.CERTIFICATE_COLUMNS, "certificates")
+    records = stream_rows(runtime().db, query, Certificate.serial, lambda row: serialize.certificate_json(row, now))
+    return export_response(records, output, serialize.CERTIFICATE_COLUMNS, "certificates")
 
 
 @bp.get("/events.<any(csv, jsonl):output>")
@@ -199,56 +197,5 @@ def certificates_export(output: str):
 def events_export(output: str):
     svc = service()
     query = svc.event_query(g.viewer, **event_filters())
-    records = _stream_rows(query, AuditEvent.id, serialize.event_json)
-    return _export(records, output, serialize.EVENT_COLUMNS, "audit-events")
-
-
-# NOTE: the three helpers below repeat the export code of server/api.py so
-# that the downloads match the API byte for byte; tests/web compares them.
-# A public export module in server/ would let both use one copy.
-
-
-def _stream_rows(query, key_column, to_json):
-    """Yield the JSON records of ``query`` in key order, a batch at a time, on a session of their own."""
-    database = runtime().db
-
-    def generate():
-        last = None
-        with database.read() as session:
-            while True:
-                page = query if last is None else query.where(key_column > last)
-                rows = session.execute(page.order_by(key_column).limit(EXPORT_BATCH)).scalars().all()
-                if not rows:
-                    return
-                for row in rows:
-                    yield to_json(row)
-                last = getattr(rows[-1], key_column.key)
-                session.expunge_all()
-
-    return generate()
-
-
-def _export(records, output: str, columns, name: str) -> Response:
-    if output == "jsonl":
-        body = (json.dumps(record, sort_keys=True, separators=(",", ":")) + "\n" for record in records)
-        mimetype = "application/x-ndjson"
-    else:
-        body = _csv_lines(records, columns)
-        mimetype = "text/csv"
-    return Response(
-        stream_with_context(body), mimetype=mimetype,
-        headers={"Content-Disposition": f'attachment; filename="sshca-{name}.{output}"'},
-    )
-
-
-def _csv_lines(records, columns):
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(columns)
-    for record in records:
-        writer.writerow(serialize.csv_row(record, columns))
-        yield buffer.getvalue()
-        buffer.seek(0)
-        buffer.truncate()
-    if buffer.getvalue():
-        yield buffer.getvalue()
+    records = stream_rows(runtime().db, query, AuditEvent.id, serialize.event_json)
+    return export_response(records, output, serialize.EVENT_COLUMNS, "audit-events")

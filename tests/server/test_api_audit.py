@@ -106,15 +106,15 @@ def test_export_streams_many_events(api):
     total = len(api.events())
 
     # Smaller export batches than events, so the stream spans several queries.
-    from server import api as api_module
+    from server import export
 
-    original = api_module.EXPORT_BATCH
-    api_module.EXPORT_BATCH = 7
+    original = export.EXPORT_BATCH
+    export.EXPORT_BATCH = 7
     try:
         response = api.get("/v1/audit/events?format=jsonl", "erin")
         ids = [json.loads(line)["id"] for line in response.data.decode().splitlines()]
     finally:
-        api_module.EXPORT_BATCH = original
+        export.EXPORT_BATCH = original
     assert ids == list(range(1, total + 1))
 
 
