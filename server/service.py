@@ -71,6 +71,11 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def token_is_valid(token: Token, now: datetime) -> bool:
+    """Tell whether a stored token may still authenticate: not revoked and not expired."""
+    return token.revoked_at is None and (token.expires_at is None or now < token.expires_at)
+
+
 def effective_state(request: AccessRequest, now: datetime) -> str:
     """Return the request's state at ``now``, counting deadlines that passed as expired."""
     if request.state == "pending" and now >= request.expires_at:
@@ -128,7 +133,7 @@ class Service:
         # compare_digest keeps the final check constant-time as well.
         if row is None or not hmac.compare_digest(row.token_hash, digest):
             raise Unauthorized("invalid_token", INVALID_TOKEN_MESSAGE)
-        if row.revoked_at is not None or (row.expires_at is not None and self.now >= row.expires_at):
+        if not token_is_valid(row, self.now):
             raise Unauthorized("invalid_token", INVALID_TOKEN_MESSAGE)
         return row.user
 

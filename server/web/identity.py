@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from flask import request, session
 
 from server.models import Token, User
-from server.service import utcnow
+from server.service import token_is_valid, utcnow
 from server.web.security import rotate_csrf_token
 
 logger = logging.getLogger("sshca.server")
@@ -58,16 +58,10 @@ def load_viewer(runtime, settings) -> tuple[User | None, bool]:
         return None, False
 
     with runtime.db.read() as db:
+        # The session keeps the token's id, never the token, so the row is
+        # checked by id with the same rule Service.authenticate applies.
         token = db.get(Token, token_id)
-        # NOTE: these are the validity checks of Service.authenticate, applied
-        # to the token row by id because the session does not keep the token.
-        # A Service method that authenticates by token id would keep them in one place.
-        if (
-            token is None
-            or token.user_id != user_id
-            or token.revoked_at is not None
-            or (token.expires_at is not None and now >= token.expires_at)
-        ):
+        if token is None or token.user_id != user_id or not token_is_valid(token, now):
             end_session()
             return None, False
         return token.user, False
