@@ -2,7 +2,7 @@
 
 Fills a fresh data directory's database with a valid hash chain of
 ``--events`` audit events (50 actors, a mix of actions, a year of
-timestamps) and ``--certificates`` certificate rows, then times the
+timestamps) and ``--certificates`` certificate rows. Then it times the
 auditor's API calls in process through Flask's test client: first pages
 with each filter the API offers, and a page deep in the cursor chain. Each
 query runs ``--repeat`` times; the table shows the median and the maximum.

@@ -1,8 +1,8 @@
 """Measure certificate issuance through the HTTP API under concurrent load.
 
 Starts a real ``sshca serve`` (gunicorn) on 127.0.0.1 on SQLite or on a
-PostgreSQL cluster started from initdb, creates one approved request per
-client, then drives ``POST /v1/requests/<id>/certificate`` with wrk: every
+PostgreSQL cluster started from initdb, and creates one approved request
+per client. Then wrk drives ``POST /v1/requests/<id>/certificate``. Every
 call checks the token, re-checks the request against policy and inventory,
 allocates a serial, signs, appends the audit event and commits. It prints
 the rate and latency percentiles for each client count, then verifies that

@@ -21,7 +21,7 @@ def stream_rows(database, query, key_column, to_json):
     """Yield the JSON records of ``query`` in key order, a batch at a time.
 
     The rows are read on a session of their own, opened when the response
-    starts streaming, so an export of a million rows never holds them all.
+    starts streaming, so an export of a million rows never keeps them all in memory.
     """
 
     def generate():

@@ -19,9 +19,8 @@ from server.config import Config
 class CheckingArbiter(Arbiter):
     """A gunicorn master that checks the files before it acts on SIGHUP.
 
-    Gunicorn answers SIGHUP by starting new workers; a worker that cannot
-    load the policy fails to boot, and gunicorn then stops the whole
-    server. So the master loads the configuration, policy and inventory
+    On SIGHUP gunicorn starts new workers. A worker that cannot load the
+    policy fails to boot, and gunicorn then stops the whole server. So the master loads the configuration, policy and inventory
     first, and on an error logs it and keeps the running workers.
     """
 
