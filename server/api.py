@@ -50,7 +50,7 @@ def authenticate(svc: Service):
     failed too often (see server.ratelimit).
     """
     # NOTE: behind a reverse proxy every client shares the proxy's address,
-    # so one guesser can block everyone for a minute; the limit would need
+    # so one guesser can block everyone for a minute. The limit would need
     # the forwarded address, which only a trusted proxy may set.
     address = request.remote_addr or "unknown"
     limiter = runtime().auth_failures

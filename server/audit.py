@@ -197,7 +197,7 @@ def _verify_rows(session: Session) -> VerifyResult:
 
     while True:
         # Events appended after the head row was read are left for the next
-        # verification: on PostgreSQL each statement sees newer commits.
+        # verification, because on PostgreSQL each statement reads newer commits.
         batch = session.execute(
             sa.select(*columns).where(table.c.id > last_seen, table.c.id <= head.last_id)
             .order_by(table.c.id).limit(VERIFY_BATCH)

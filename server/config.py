@@ -1,7 +1,8 @@
 """Server configuration: built-in defaults, then a TOML file, then ``SSHCA_*`` variables.
 
-Every path may be relative; a relative path in the file is taken relative to
-the file's directory, one from the environment relative to the data directory.
+Every path may be relative. A relative path in the file is taken relative to
+the file's directory, and one from the environment relative to the data
+directory.
 There is no built-in secret: the session key is generated into the data
 directory on first start (see :func:`load_session_key`).
 """

@@ -1,7 +1,7 @@
 """Per-process state: the database, the CA signing key, the parsed policy and inventory.
 
 Loaded once when the app starts (once per gunicorn worker) and swapped as a
-whole on reload, so a request always sees one consistent snapshot.
+whole on reload, so a request always reads one consistent snapshot.
 """
 
 from __future__ import annotations
@@ -135,9 +135,9 @@ class Runtime:
     def krl(self, session) -> bytes:
         """Return the current KRL, rebuilt only when revocations, CA keys or the hour change.
 
-        A revoked certificate stays in the KRL until a day after it expires:
-        sshd refuses it by then anyway, even on a host whose clock is behind
-        by hours, and leaving it out keeps the KRL small however many
+        A revoked certificate stays in the KRL until a day after it expires.
+        By then sshd refuses it anyway, even on a host whose clock is hours
+        behind, and leaving it out keeps the KRL small however many
         certificates were revoked over the years.
         """
         horizon = datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0) - KRL_RETENTION
@@ -163,7 +163,7 @@ class Runtime:
             if error.code != "unreadable_krl":
                 raise
             # Some ssh-keygen versions write serials dense over a wide span
-            # in a form they cannot read back; key IDs name the same
+            # in a form they cannot read back. Key IDs name the same
             # certificates (each carries its serial) without that limit.
             logger.warning("KRL by serial unreadable, revoking by key ID instead",
                            extra={"certificates": len(rows), "error": str(error)})

@@ -749,8 +749,8 @@ class Service:
         if active is True:
             # Live certificates are usually the newest, so a scan in serial
             # order from the first certificate reads nearly the whole table.
-            # The valid_before index gives the lowest live serial to start at;
-            # "serial + 0" keeps SQLite from answering min() by walking the
+            # The valid_before index gives the lowest live serial to start at.
+            # "serial + 0" keeps SQLite from computing min() by walking the
             # primary key instead.
             first = (sa.select(sa.func.min(Certificate.serial + 0)).where(Certificate.valid_before > self.now)
                      .scalar_subquery())

@@ -23,7 +23,7 @@ from server.models import AuditEvent, Certificate
 from server.web.blueprint import bp, runtime, service, sign_in_required
 
 PAGE_SIZE = 50
-# How old a chain verification the pages may show before they verify again.
+# Maximum age of a chain verification result that the pages show before they verify again.
 CHAIN_STATUS_MAX_AGE = timedelta(minutes=5)
 MAX_ID = 2**63 - 1
 

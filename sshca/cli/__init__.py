@@ -1,10 +1,10 @@
 """Entry point of the ``sshca`` command.
 
-Each part of sshca owns its subcommands: the engineer, approver and auditor
+Each part of sshca owns its subcommands. The engineer, approver and auditor
 commands live in :mod:`sshca.cli.client` and talk to the server over HTTP
-only; ``admin``, ``db`` and ``serve`` live in :mod:`server.cli` and run on
-the server host; ``hostconfig`` lives in :mod:`hostconfig.cli`. They are
-imported only when used, so ``sshca request`` never loads Flask or
+only. ``admin``, ``db`` and ``serve`` live in :mod:`server.cli` and run on
+the server host, and ``hostconfig`` lives in :mod:`hostconfig.cli`. They
+are imported only when used, so ``sshca request`` never loads Flask or
 SQLAlchemy.
 
 Exit codes: 0 success, 1 refused or failed, 2 usage error.

@@ -134,8 +134,10 @@ def test_cleanup_removes_only_ended_grants(home):
     assert set(removed[0].paths) == {ended, keys.public_path_for(ended), keys.cert_path_for(ended)}
     assert not ended.exists()
     assert not keys.cert_path_for(ended).exists()
-    assert current.exists() and keys.cert_path_for(current).exists()
-    assert kept.exists() and keys.cert_path_for(kept).exists()
+    assert current.exists()
+    assert keys.cert_path_for(current).exists()
+    assert kept.exists()
+    assert keys.cert_path_for(kept).exists()
 
 
 def test_cleanup_leaves_foreign_files(home):

@@ -336,7 +336,7 @@ def test_krl_omits_long_expired_certificates(api, tmp_path):
 @pytest.mark.slow
 def test_krl_dense_serials_use_key_ids(api, tmp_path):
     # OpenSSH 9.2 cannot read back a KRL of serials this dense over this
-    # wide a span; the server then revokes the same certificates by key ID.
+    # wide a span. The server then revokes the same certificates by key ID.
     approved = api.approved_request()
     serials = range(1003, 18000, 3)
     _insert_revoked_certificates(api, approved["id"], serials, valid_before=datetime.now(timezone.utc) + timedelta(hours=1))

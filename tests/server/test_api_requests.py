@@ -21,7 +21,8 @@ def test_create_request_returns_pending_request(api):
     assert body["approvals_required"] == 2
     assert body["approvals"] == []
     assert body["duration_seconds"] == 7200
-    assert body["starts_at"] is None and body["ends_at"] is None
+    assert body["starts_at"] is None
+    assert body["ends_at"] is None
     assert body["expires_at"].endswith("Z")
 
 

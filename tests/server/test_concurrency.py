@@ -117,7 +117,7 @@ def test_parallel_issuing_and_deciding(busy_server):
 
 
 def test_verify_while_issuing(busy_server):
-    # On PostgreSQL each statement sees newer commits, so verification must
+    # On PostgreSQL each statement reads newer commits, so verification must
     # not mistake events appended while it reads for a broken chain.
     server = busy_server
     request_id = create(server)

@@ -76,7 +76,7 @@ class PostgresCluster:
 
         self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
                   "--locale=C", "--no-sync")
-        # Durability settings are off: the cluster holds throw-away test data.
+        # Durability settings are off because the cluster contains throw-away test data.
         options = (
             f"-p {self.port} -k {self.socket_dir} -c listen_addresses=127.0.0.1 -c fsync=off "
             "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
